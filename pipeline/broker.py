@@ -1,0 +1,21 @@
+"""The broker: copies every batch from ``listento`` to each queue in ``fanout``, in one transaction."""
+
+from __future__ import annotations
+
+from pipeline.config import Config, ProgramConfig
+from pipeline.options import BrokerOptions
+from pipeline.queue import Consumer, Delivery, Outcome
+from pipeline.worker import Flags, Handler, run_consumer
+
+
+def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+    opts: BrokerOptions = program.options
+
+    def make_handler(consumer: Consumer, _flags: Flags) -> Handler:
+        def handle(delivery: Delivery) -> Outcome:
+            count = len(delivery.items or ())
+            return Outcome(pushes=[(queue, delivery.raw) for queue in opts.fanout], count=count)
+
+        return handle
+
+    return run_consumer(cfg, program, opts.listento, make_handler, flags)

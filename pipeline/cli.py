@@ -1,0 +1,255 @@
+"""The ``loglines`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import orjson
+
+from pipeline import config as config_mod
+from pipeline.config import Config
+from pipeline.errors import ConfigError, LoglinesError, PluginError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (LoglinesError, FileNotFoundError) as exc:
+        print(f"loglines: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return config_mod.load(args.config)
+
+
+def _client(cfg: Config):  # type: ignore[no-untyped-def]
+    from pipeline.connection import connect
+
+    return connect(cfg.redis["redis"])
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path = Path(args.config or os.environ.get("LOGLINES_CONFIG") or config_mod.DEFAULT_PATH)
+    if not path.exists():
+        from pipeline.starter import starter_config
+
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(starter_config(secrets.token_urlsafe(24)))
+        print(f"wrote {path} (console password inside; file mode 0600)")
+    cfg = config_mod.load(path)
+    secret = cfg.supervisor.password_file
+    if secret is not None and not secret.exists():
+        secret.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(24) + "\n")
+        print(f"wrote a new console password to {secret} (mode 0600)")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pipeline.parser import plugin_for
+
+    cfg = _load(args)
+    for program in cfg.programs.values():
+        if program.type == "parser":
+            try:
+                plugin_for(cfg, program)
+            except PluginError as exc:
+                raise PluginError(f"[{program.name}]: {exc}") from None
+    workers = [p.name for p in cfg.programs.values() if p.type]
+    print(f"{cfg.path}: OK ({len(workers)} workers: {', '.join(workers) or 'none'})")
+    return 0
+
+
+def cmd_supervisord_config(args: argparse.Namespace) -> int:
+    from pipeline.supervisord import generate
+
+    result = generate(_load(args))
+    for path in result.files:
+        print(f"wrote {path}")
+    for name in result.enabled:
+        print(f"enabled {name}")
+    return 0
+
+
+def cmd_enable(args: argparse.Namespace, enabled: bool = True) -> int:
+    from pipeline.control import process_states
+    from pipeline.supervisord import paths, set_enabled
+
+    cfg = _load(args)
+    changed = set_enabled(cfg, args.name, enabled)
+    print(f"{args.name}: {'enabled' if enabled else 'disabled'}{'' if changed else ' already'}")
+    if changed and process_states(cfg) is not None:
+        subprocess.run(["supervisorctl", "-c", str(paths(cfg)["conf"]), "update"], check=False,
+                       executable=_supervisor_bin("supervisorctl"))
+    return 0
+
+
+def cmd_disable(args: argparse.Namespace) -> int:
+    return cmd_enable(args, enabled=False)
+
+
+def _supervisor_bin(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.exists() else (shutil.which(name) or name)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from pipeline.parser import plugin_for
+    from pipeline.supervisord import generate, paths
+
+    cfg = _load(args)
+    for program in cfg.programs.values():
+        if program.type == "parser":
+            plugin_for(cfg, program)
+    generate(cfg)
+    sup = cfg.supervisor
+    print(f"web console: http://{sup.host}:{sup.port}/  user: {sup.username}  "
+          f"password: {sup.resolved_password()}", flush=True)
+    command = [_supervisor_bin("supervisord"), "-c", str(paths(cfg)["conf"])]
+    if args.foreground:
+        os.execv(command[0], command + ["-n"])
+    return subprocess.run(command, check=False).returncode
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from pipeline.control import rpc
+
+    cfg = _load(args)
+    try:
+        rpc(cfg).shutdown()
+    except OSError:
+        print("supervisord is not running")
+        return 0
+    print("supervisord is shutting down")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline import broker, filelogger, logsetup, parser, watcher
+    from pipeline.worker import Flags, install_signal_handlers
+
+    cfg = _load(args)
+    program = cfg.worker(args.name)
+    logsetup.setup(cfg.log_level)
+    flags = Flags()
+    install_signal_handlers(flags)
+    runners = {"watcher": watcher.run, "parser": parser.run, "broker": broker.run,
+               "filelogger": filelogger.run}
+    return runners[program.type](cfg, program, flags)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from pipeline import status
+
+    cfg = _load(args)
+    result = status.collect(cfg, _client(cfg))
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.json else status.render(result))
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from pipeline import dlq
+    from pipeline.keys import Keys
+
+    cfg = _load(args)
+    client, keys = _client(cfg), Keys(cfg.redis["redis"].prefix)
+    if args.action == "list":
+        for index, entry in enumerate(dlq.entries(client, keys)):
+            print(f"{index:>5}  {entry.get('time', '?')}  {entry.get('queue', '?'):<14} "
+                  f"{entry.get('worker', '?'):<30} {str(entry.get('reason', ''))[:120]!r}")
+    elif args.action == "show":
+        for index in args.index or [0]:
+            for entry in dlq.entries(client, keys, index, index):
+                print(orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode())
+    elif args.action == "replay":
+        count = dlq.replay(client, keys, None if args.all else list(args.index), args.to)
+        print(f"replayed {count} entr{'y' if count == 1 else 'ies'}")
+    elif args.action == "purge":
+        if not args.yes:
+            raise ConfigError("purge deletes every dead letter: add --yes to confirm")
+        print(f"purged {dlq.purge(client, keys)} entries")
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from pipeline.backfill import backfill
+    from pipeline.keys import Keys
+    from pipeline.worker import Flags, install_signal_handlers
+
+    cfg = _load(args)
+    flags = Flags()
+    install_signal_handlers(flags)
+    pushed = backfill(_client(cfg), Keys(cfg.redis["redis"].prefix), args.files, args.to,
+                      args.service, flags, progress=not args.quiet)
+    print(f"pushed {pushed} lines to {args.to}")
+    return 0
+
+
+def cmd_reap(args: argparse.Namespace) -> int:
+    from pipeline.reaper import reap
+
+    cfg = _load(args)
+    result = reap(_client(cfg), cfg.redis["redis"])
+    print(f"requeued {result.requeued}, dead-lettered {result.dead_lettered}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loglines", description="Reliable, plugin-driven usage-log pipeline.")
+    parser.add_argument("-c", "--config", help="config file (default: $LOGLINES_CONFIG or ./loglines.cfg)")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def add(name: str, func: Command, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.set_defaults(func=func)
+        return cmd
+
+    add("init", cmd_init, "write a starter loglines.cfg with a generated console password")
+    add("check", cmd_check, "validate loglines.cfg and load every plugin")
+    add("supervisord-config", cmd_supervisord_config,
+        "write supervisord.conf and workers_available/*.conf (never touches your links)")
+    add("enable", cmd_enable, "link a worker into workers_enabled/").add_argument("name")
+    add("disable", cmd_disable, "unlink a worker from workers_enabled/").add_argument("name")
+    add("up", cmd_up, "generate the config and start supervisord").add_argument(
+        "--foreground", action="store_true", help="stay in the foreground (Ctrl-C stops all)")
+    add("down", cmd_down, "stop supervisord and every worker")
+    add("worker", cmd_worker, "run one worker in the foreground (what supervisord runs)").add_argument("name")
+    add("status", cmd_status, "workers, heartbeats, queues, in-flight and dead letters").add_argument(
+        "--json", action="store_true", help="machine-readable output")
+    dlq = add("dlq", cmd_dlq, "inspect, replay or purge the dead-letter list")
+    dlq.add_argument("action", choices=["list", "show", "replay", "purge"])
+    dlq.add_argument("index", nargs="*", type=int, help="entry numbers (from 'dlq list')")
+    dlq.add_argument("--all", action="store_true", help="replay every entry")
+    dlq.add_argument("--to", default="", help="replay into this queue instead of the original")
+    dlq.add_argument("--yes", action="store_true", help="confirm purge")
+    backfill = add("backfill", cmd_backfill, "push existing or rotated-away logs (resumable)")
+    backfill.add_argument("files", nargs="+")
+    backfill.add_argument("--to", required=True, help="queue to push to")
+    backfill.add_argument("--service", default="backfill", help="service name for the lines")
+    backfill.add_argument("--quiet", action="store_true", help="no progress bar")
+    add("reap", cmd_reap, "return the in-flight batches of dead workers to their queues now")
+    return parser

@@ -1,0 +1,55 @@
+"""Redis clients made from a :class:`RedisConfig`: plain, TLS, unix socket or Sentinel.
+
+Every client has a ``socket_timeout``, and blocking pops use ``block_timeout`` which the
+config guarantees to be below it, so a stalled Redis surfaces as a ``TimeoutError`` instead
+of a hang.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.sentinel import Sentinel
+
+from pipeline.config import RedisConfig
+
+#: What a lost or stalled Redis raises; workers back off and retry on these.
+CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+
+
+def connect(cfg: RedisConfig) -> redis.Redis:
+    url = cfg.connection_url()
+    common = {
+        "socket_timeout": cfg.socket_timeout,
+        "socket_connect_timeout": cfg.socket_timeout,
+        "health_check_interval": 30,
+    }
+    if url.startswith("redis+sentinel://"):
+        return _sentinel_master(url, cfg, common)
+    kwargs = dict(common)
+    if cfg.password:
+        kwargs["password"] = cfg.password
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def _sentinel_master(url: str, cfg: RedisConfig, common: dict[str, float]) -> redis.Redis:
+    """``redis+sentinel://[:password@]host:port[,host:port]/service[/db]``."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    password = unquote(parts.password) if parts.password else cfg.password or None
+    hosts = []
+    for hostport in netloc.split(","):
+        host, _, port = hostport.rpartition(":")
+        hosts.append((host or hostport, int(port) if host else 26379))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise ValueError("a sentinel URL names the service: redis+sentinel://host:26379/mymaster")
+    db = int(path[1]) if len(path) > 1 else cfg.db
+    sentinel = Sentinel(hosts, sentinel_kwargs=dict(common), **common)
+    return sentinel.master_for(path[0], db=db, password=password)
+
+
+def server_version(client: redis.Redis) -> tuple[int, ...]:
+    info = client.info("server")
+    return tuple(int(p) for p in str(info["redis_version"]).split(".")[:3])

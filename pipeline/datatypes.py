@@ -1,0 +1,106 @@
+"""Small converters for configuration values.
+
+Each takes the raw string and returns the typed value, or raises ``ValueError`` whose message
+says what was expected; the config loader adds file, section, key and value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"1", "yes", "true", "on"}
+_FALSE = {"0", "no", "false", "off"}
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def boolean(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("expected a boolean: yes/no, true/false, on/off or 1/0")
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if minimum is not None and value < minimum:
+            raise ValueError(f"expected a whole number >= {minimum}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"expected a whole number <= {maximum}")
+        return value
+
+    return convert
+
+
+def number(minimum: float | None = None) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError("expected a number") from None
+        if value != value or (minimum is not None and value < minimum):
+            raise ValueError(f"expected a number >= {minimum}")
+        return value
+
+    return convert
+
+
+def byte_size(text: str) -> int:
+    """``65536``, ``64k``, ``1MiB``, ``2g`` -> bytes."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError("expected a size in bytes such as 65536, 64k or 1MiB")
+    unit = (match.group(2) or "").lower()[:1]
+    return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def name(text: str) -> str:
+    """A queue or worker name: letters, digits, ``_ . -``."""
+    value = text.strip()
+    if not _NAME.match(value):
+        raise ValueError("expected a name of letters, digits, '_', '.' or '-'")
+    return value
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """A comma (or space) separated list of names, at least one."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    if not parts:
+        raise ValueError("expected a comma-separated list of names")
+    return tuple(name(p) for p in parts)
+
+
+def string_list(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def choice(*allowed: str) -> Callable[[str], str]:
+    def convert(text: str) -> str:
+        value = text.strip().lower()
+        if value not in allowed:
+            raise ValueError("expected one of: " + ", ".join(allowed))
+        return value
+
+    return convert
+
+
+def nonempty(text: str) -> str:
+    value = text.strip()
+    if not value:
+        raise ValueError("expected a non-empty value")
+    return value
+
+
+def port(text: str) -> int:
+    return integer(0, 65535)(text)

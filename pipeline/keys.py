@@ -1,0 +1,67 @@
+"""Every Redis key loglines uses, in one place.
+
+All keys share one hash tag, ``{<prefix>}``, so that the multi-key transactions (take a batch,
+push its results, remove it from the in-flight list, save an offset) land in one slot: the same
+code works on a single Redis, under Sentinel and on a Cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "loglines"
+
+    def _key(self, *parts: str) -> str:
+        return "{" + self.prefix + "}:" + ":".join(parts)
+
+    def queue(self, name: str) -> str:
+        """The list a named queue lives in (producers RPUSH, consumers pop from the left)."""
+        return self._key("q", name)
+
+    def queue_name(self, key: str) -> str:
+        """The queue name of a key made by :meth:`queue`."""
+        head = self._key("q", "")
+        return key[len(head):] if key.startswith(head) else key
+
+    def inflight(self, consumer: str) -> str:
+        """The list holding the one batch a consumer is working on."""
+        return self._key("inflight", consumer)
+
+    def heartbeat(self, consumer: str) -> str:
+        """A key with a TTL that exists while the consumer is alive."""
+        return self._key("hb", consumer)
+
+    @property
+    def consumers(self) -> str:
+        """Hash: consumer id -> the queue its in-flight batches belong to."""
+        return self._key("consumers")
+
+    @property
+    def recoveries(self) -> str:
+        """Hash: sha1 of a batch -> how many times it was recovered from a dead consumer."""
+        return self._key("recoveries")
+
+    @property
+    def dead_letters(self) -> str:
+        """The dead-letter list: JSON entries with the reason and the original payload."""
+        return self._key("dlq")
+
+    def offsets(self, watcher: str) -> str:
+        """Hash: file identity -> saved position of a watcher (or a backfill)."""
+        return self._key("offsets", watcher)
+
+    def filelog(self, worker: str) -> str:
+        """Hash: output file -> size acknowledged by a file logger."""
+        return self._key("filelog", worker)
+
+    @property
+    def stats(self) -> str:
+        """Hash: worker name -> items acknowledged since the counters were created."""
+        return self._key("stats")
+
+    def rate(self, minute: int) -> str:
+        """Hash: worker name -> items acknowledged during one minute (expires)."""
+        return self._key("rate", str(minute))

@@ -1,0 +1,89 @@
+"""What each worker type accepts in its ``loglines.cfg`` section: keys, types and defaults.
+
+A type is a frozen dataclass; each field's metadata holds the converter from
+:mod:`pipeline.datatypes` and a one-line description used in error messages and docs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from pipeline import datatypes as dt
+
+
+def key(convert: Any, doc: str, default: Any = MISSING) -> Any:
+    """A configuration key: its converter, a description and (if optional) a default."""
+    return field(default=default, metadata={"convert": convert, "doc": doc})
+
+
+@dataclass(frozen=True)
+class WatcherOptions:
+    logfile: tuple[str, ...] = key(dt.string_list, "file(s) to tail; globs allowed, comma-separated")
+    pushto: str = key(dt.name, "queue the lines are pushed to")
+    servicename: str = key(dt.nonempty, "service name put on every line", "")
+    batch_lines: int = key(dt.integer(1, 100_000), "lines per batch at most", 500)
+    batch_ms: int = key(dt.integer(1, 60_000), "milliseconds a batch may wait to fill", 200)
+    max_line_bytes: int = key(dt.byte_size, "longer lines are truncated and flagged", 1024 * 1024)
+    start: str = key(dt.choice("beginning", "end"), "where to start in a file never seen", "beginning")
+    poll_ms: int = key(dt.integer(10, 10_000), "how often files are checked for growth", 100)
+    rescan_ms: int = key(dt.integer(100, 600_000), "how often globs and rotation are checked", 1000)
+    close_after_s: float = key(dt.number(0), "a rotated-away file is closed this long after EOF", 5.0)
+    allowed_roots: tuple[str, ...] = key(
+        dt.string_list, "directories a watched path (after symlinks) must lie in; empty: any", ()
+    )
+
+
+@dataclass(frozen=True)
+class ParserOptions:
+    listento: str = key(dt.name, "queue the raw lines come from")
+    pushto: tuple[str, ...] = key(dt.name_list, "queue(s) each parsed record goes to (fan-out)")
+    plugin: str = key(dt.nonempty, "plugin: built-in short name, plugins/ module or dotted path")
+    other_queue: str = key(dt.name, "queue for items the plugin does not want", "")
+    accept: str = key(dt.string_list, "only records with field=value (value|value) go to pushto", ())
+    plugin_timeout_s: float = key(dt.number(0), "per-item time limit for the plugin; 0: none", 0.0)
+
+
+@dataclass(frozen=True)
+class BrokerOptions:
+    listento: str = key(dt.name, "queue the batches come from")
+    fanout: tuple[str, ...] = key(dt.name_list, "queues every batch is copied to")
+
+
+@dataclass(frozen=True)
+class FileLoggerOptions:
+    listento: str = key(dt.name, "queue the items come from")
+    logfile: str = key(dt.nonempty, "file the items are appended to")
+    format: str = key(dt.choice("raw", "ndjson"), "raw: the log line; ndjson: the whole item", "raw")
+    fsync: bool = key(dt.boolean, "fsync the file before a batch is acknowledged", True)
+
+
+WORKER_TYPES: dict[str, type] = {
+    "watcher": WatcherOptions,
+    "parser": ParserOptions,
+    "broker": BrokerOptions,
+    "filelogger": FileLoggerOptions,
+}
+
+#: Types that run a single process only (their state is per process).
+SINGLE_PROCESS = {"watcher", "filelogger"}
+
+#: The original system's scripts and the built-in type each one became.
+ORIGINAL_COMMANDS = {
+    "logfilewatcher.py": "watcher",
+    "broker.py": "broker",
+    "pirus2.py": "tracker",
+    "logfromqueue.py": "filelogger",
+}
+
+#: Keys under another name in the original system.
+ALIASES = {"repository_plugin": "plugin"}
+
+
+def schema(options_type: type) -> dict[str, Any]:
+    """Key name -> dataclass field of one worker type."""
+    return {f.name: f for f in fields(options_type)}
+
+
+def required(options_type: type) -> list[str]:
+    return [f.name for f in fields(options_type) if f.default is MISSING]

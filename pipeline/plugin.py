@@ -1,0 +1,144 @@
+"""Loading parser plugins and checking them against the plugin contract at load time.
+
+A plugin is a Python module with either or both of
+
+* ``parseline(jmsg) -> dict`` — the original contract: ``jmsg`` is the JSON text of the item
+  (``{"service": ..., "logline": ...}`` plus its id fields); returns the fields it extracted;
+* ``parse(item) -> dict | None`` — the faster form: receives the item as a dict.
+
+and optionally ``get_openurl_params(c, worker_section, pl) -> dict`` (the tracker's hook) and
+``make_parser(options) -> parse`` with ``OPTIONS = {name: description}`` for plugins that take
+``opt_<name>`` keys from their worker's section. An empty result means "not for me".
+
+A plugin is named by a built-in short name (``accesslog``), a module in a ``plugins/`` folder,
+or any importable dotted path. A missing function or a wrong signature fails at load, naming
+the plugin, the function and the expected signature.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+from pipeline.errors import PluginError
+
+ParseFn = Callable[[dict[str, Any]], Mapping[str, Any] | None]
+
+_SIGNATURES = {
+    "parseline": ("jmsg",),
+    "parse": ("item",),
+    "get_openurl_params": ("c", "worker_section", "pl"),
+    "make_parser": ("options",),
+}
+
+
+@dataclass(frozen=True)
+class Plugin:
+    name: str
+    module: ModuleType
+    parse: ParseFn
+    get_openurl_params: Callable[..., Mapping[str, Any] | None] | None
+
+
+def load(spec: str, plugin_dirs: Sequence[Path] = (), options: Mapping[str, str] | None = None) -> Plugin:
+    module = _import(spec, plugin_dirs)
+    for function, params in _SIGNATURES.items():
+        if hasattr(module, function):
+            _check_signature(spec, module, function, params)
+    options = dict(options or {})
+    declared = getattr(module, "OPTIONS", {})
+    for key in options:
+        if key not in declared:
+            allowed = ", ".join(f"opt_{k}" for k in declared) or "none"
+            raise PluginError(f"plugin {spec!r} takes no option 'opt_{key}' (it takes: {allowed})")
+    if hasattr(module, "make_parser"):
+        try:
+            parse = module.make_parser(options)
+        except (ValueError, TypeError) as exc:
+            raise PluginError(f"plugin {spec!r}: bad option: {exc}") from None
+        if not callable(parse):
+            raise PluginError(f"plugin {spec!r}: make_parser(options) must return a function")
+    elif hasattr(module, "parse"):
+        parse = module.parse
+    elif hasattr(module, "parseline"):
+        parseline = module.parseline
+
+        def parse(item: dict[str, Any]) -> Mapping[str, Any] | None:
+            return parseline(orjson.dumps(item).decode("utf-8"))
+    elif hasattr(module, "get_openurl_params"):
+        parse = _passthrough
+    else:
+        raise PluginError(
+            f"plugin {spec!r} ({getattr(module, '__file__', '?')}) defines none of "
+            "parseline(jmsg), parse(item), make_parser(options)"
+        )
+    return Plugin(spec, module, parse, getattr(module, "get_openurl_params", None))
+
+
+def _passthrough(item: dict[str, Any]) -> dict[str, Any]:
+    return item
+
+
+def _import(spec: str, plugin_dirs: Sequence[Path]) -> ModuleType:
+    if "." not in spec:
+        for directory in plugin_dirs:
+            candidate = directory / f"{spec}.py"
+            if candidate.is_file():
+                return _import_file(spec, candidate)
+        if importlib.util.find_spec(f"pipeline.plugins.{spec}") is not None:
+            return importlib.import_module(f"pipeline.plugins.{spec}")
+    for directory in plugin_dirs:  # so that "plugins.mine" resolves next to loglines.cfg
+        parent = str(directory.parent)
+        if parent not in sys.path:
+            sys.path.append(parent)
+    try:
+        return importlib.import_module(spec)
+    except ModuleNotFoundError as exc:
+        where = ", ".join(str(d) for d in plugin_dirs) or "no plugin folder"
+        raise PluginError(
+            f"plugin {spec!r} not found: not a built-in (accesslog, kontext, jsonlines, ...), "
+            f"not a module in {where}, not importable ({exc})"
+        ) from None
+    except Exception as exc:
+        raise PluginError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from None
+
+
+def _import_file(spec: str, path: Path) -> ModuleType:
+    name = f"loglines_plugin_{spec}"
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise PluginError(f"plugin {spec!r}: cannot load {path}")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise PluginError(f"plugin {spec!r} ({path}) failed to import: {type(exc).__name__}: {exc}") from None
+    sys.modules[name] = module
+    return module
+
+
+def _check_signature(spec: str, module: ModuleType, function: str, params: tuple[str, ...]) -> None:
+    target = getattr(module, function)
+    expected = f"{function}({', '.join(params)})"
+    if not callable(target):
+        raise PluginError(f"plugin {spec!r}: {function} is not a function (expected {expected})")
+    try:
+        inspect.signature(target).bind(*params)
+    except TypeError:
+        raise PluginError(
+            f"plugin {spec!r}: {function}{inspect.signature(target)} does not match the contract "
+            f"{expected}"
+        ) from None
+    except ValueError:
+        return  # builtins without a signature: trust them

@@ -1,0 +1,116 @@
+"""Apache/Nginx access logs: combined and common log format.
+
+An optional trailing quoted field (such as ``"%{X-Forwarded-For}i"``) is read as the
+forwarded-for chain. Repository requests are recognised: DSpace (XMLUI, JSPUI, 7.x REST and UI)
+and EPrints file downloads (``kind = download``), item pages (``item``) and thumbnails
+(``thumbnail``); everything else is ``other``.
+
+Options (``opt_<name>`` in the parser's section):
+  use_xff — yes: the client IP is the first address of X-Forwarded-For when present.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.plugins._time import clf_to_iso
+
+OPTIONS = {"use_xff": "take the client IP from X-Forwarded-For when present (yes/no)"}
+
+_QUOTED = r'"((?:[^"\\]|\\.)*)"'
+LINE = re.compile(
+    r"(\S+) (\S+) (\S+) \[([^\]]{1,40})\] " + _QUOTED + r" (\d{3}|-) (\d+|-)"
+    r"(?: " + _QUOTED + " " + _QUOTED + r")?(?: " + _QUOTED + r")?(?: .*)?"
+)
+_HANDLE = r"(\d+(?:\.\d+)*/\d+)"
+_UUID = r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
+_CTX = r"(?:/[A-Za-z]+)?"  # a context path such as /xmlui or /jspui
+ROUTES: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    (re.compile(_CTX + r"/bitstream/handle/" + _HANDLE + r"/([^/?]+)"), "download", "dspace"),
+    (re.compile(_CTX + r"/bitstream/" + _HANDLE + r"/\d+/([^/?]+)"), "download", "dspace"),
+    (re.compile(r"/server/api/core/bitstreams/" + _UUID + r"/content()"), "download", "dspace"),
+    (re.compile(r"/bitstreams/" + _UUID + r"/download()"), "download", "dspace"),
+    (re.compile(_CTX + r"/handle/" + _HANDLE + r"/?()$"), "item", "dspace"),
+    (re.compile(r"/(?:items|entities/[a-z]+)/" + _UUID + r"/?()$"), "item", "dspace"),
+    (re.compile(r"/(?:id/eprint/)?(\d+)/\d+\.has\w*ThumbnailVersion/([^/?]+)"), "thumbnail", "eprints"),
+    (re.compile(r"/(?:id/eprint/)?(\d+)/\d+/([^/?]+)$"), "download", "eprints"),
+    (re.compile(r"/(?:id/eprint/)?(\d+)/?()$"), "item", "eprints"),
+)
+_THUMB = re.compile(r"\.[A-Za-z0-9]{2,5}\.(?:jpg|png)$", re.IGNORECASE)
+
+
+def make_parser(options: Mapping[str, str]) -> Any:
+    use_xff = options.get("use_xff", "no").strip().lower() in ("1", "yes", "true", "on")
+
+    def parse(item: dict[str, Any]) -> dict[str, Any] | None:
+        return parse_line(item["logline"], use_xff)
+
+    return parse
+
+
+def parse(item: dict[str, Any]) -> dict[str, Any] | None:
+    return parse_line(item["logline"], False)
+
+
+def parseline(jmsg: str) -> dict[str, Any] | None:
+    """The original contract: ``jmsg`` is the JSON text of the item."""
+    import orjson
+
+    return parse_line(orjson.loads(jmsg)["logline"], False)
+
+
+def parse_line(line: str, use_xff: bool = False) -> dict[str, Any]:
+    match = LINE.fullmatch(line)
+    if match is None:
+        raise ValueError("not an access log line in combined or common log format")
+    host, ident, user, stamp, request, status, size, referrer, agent, trailer = match.groups()
+    method, _, rest = request.partition(" ")
+    url, _, protocol = rest.rpartition(" ") if " " in rest else (rest, "", "")
+    path = url.partition("?")[0]
+    xff = trailer if trailer and trailer != "-" else ""
+    client = host
+    if use_xff and xff:
+        first = xff.split(",", 1)[0].strip()
+        if _is_ip(first):
+            client = first
+    record: dict[str, Any] = {
+        "client_ip": client,
+        "remote_host": host,
+        "ident": ident,
+        "user": user,
+        "time": clf_to_iso(stamp),
+        "method": method,
+        "url": url,
+        "protocol": protocol,
+        "status": int(status) if status != "-" else 0,
+        "bytes": int(size) if size != "-" else 0,
+        "referrer": referrer or "",
+        "user_agent": agent or "",
+        "xff": xff,
+    }
+    record.update(classify(path))
+    return record
+
+
+def classify(path: str) -> dict[str, str]:
+    if "/bitstream" in path or "/handle/" in path or "/items/" in path or "/entities/" in path \
+            or (len(path) > 1 and path[1].isdigit()) or path.startswith("/id/eprint/"):
+        for pattern, kind, repository in ROUTES:
+            match = pattern.match(path)
+            if match:
+                ident, filename = match.group(1), match.group(2)
+                if kind == "download" and filename and _THUMB.search(filename):
+                    kind = "thumbnail"
+                return {"kind": kind, "repository": repository, "item_id": ident}
+    return {"kind": "other", "repository": "", "item_id": ""}
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,47 @@
+"""The COUNTER robots list: user agents that are not people.
+
+The list ships in ``pipeline/data/COUNTER_Robots_list.json`` (MIT licence beside it). A user
+agent is a robot when any pattern matches it (case-insensitive regular-expression search),
+as COUNTER R5 prescribes. Results are cached per distinct user agent.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import orjson
+
+LIST_NAME = "COUNTER_Robots_list.json"
+
+
+def load_patterns(path: Path | None = None) -> list[str]:
+    raw = path.read_bytes() if path else resources.files("pipeline.data").joinpath(LIST_NAME).read_bytes()
+    entries = orjson.loads(raw)
+    if not isinstance(entries, list):
+        raise ValueError("the robots list must be a JSON array of {\"pattern\": ...} objects")
+    return [str(e["pattern"]) for e in entries if isinstance(e, dict) and e.get("pattern")]
+
+
+class RobotFilter:
+    def __init__(self, patterns: Iterable[str]) -> None:
+        compiled = []
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad robots pattern {pattern!r}: {exc}") from None
+            compiled.append(f"(?:{pattern})")
+        self._regex = re.compile("|".join(compiled) or r"(?!)", re.IGNORECASE)
+        self.is_robot = lru_cache(maxsize=65536)(self._check)
+
+    def _check(self, user_agent: str) -> bool:
+        return self._regex.search(user_agent) is not None
+
+
+@lru_cache(maxsize=1)
+def counter_robots() -> RobotFilter:
+    return RobotFilter(load_patterns())

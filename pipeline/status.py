@@ -1,0 +1,74 @@
+"""``loglines status``: workers, heartbeats, queues, in-flight and dead-letter counts, rates."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from pipeline.config import Config
+from pipeline.control import process_states
+from pipeline.keys import Keys
+
+
+def collect(cfg: Config, client: redis.Redis) -> dict[str, Any]:
+    rcfg = cfg.redis["redis"]
+    keys = Keys(rcfg.prefix)
+    queue_head = keys.queue("")
+    queues = {}
+    for key in sorted(client.scan_iter(match=_escape(queue_head) + "*", count=1000)):
+        name = key.decode()[len(queue_head):]
+        queues[name] = client.llen(key)
+    consumers = {}
+    for cid, qkey in client.hgetall(keys.consumers).items():
+        consumer = cid.decode()
+        ttl = client.ttl(keys.heartbeat(consumer))
+        consumers[consumer] = {
+            "queue": keys.queue_name(qkey.decode()),
+            "alive": ttl > 0,
+            "heartbeat_ttl": max(ttl, 0),
+            "in_flight": client.llen(keys.inflight(consumer)),
+        }
+    totals = {k.decode(): int(v) for k, v in client.hgetall(keys.stats).items()}
+    minute = int(time.time() // 60)
+    recent: dict[str, int] = {}
+    for m in range(minute - 5, minute):
+        for worker, count in client.hgetall(keys.rate(m)).items():
+            recent[worker.decode()] = recent.get(worker.decode(), 0) + int(count)
+    states = process_states(cfg)
+    workers = {}
+    for name, program in cfg.programs.items():
+        procs = {k: v for k, v in (states or {}).items() if k.split(":")[0] == name}
+        workers[name] = {
+            "type": program.type or "program",
+            "processes": {k.split(":")[1]: v["statename"] for k, v in procs.items()},
+            "items_total": totals.get(name, 0),
+            "items_per_second_5min": round(recent.get(name, 0) / 300, 2),
+        }
+    return {
+        "supervisord": "running" if states is not None else "not running",
+        "workers": workers,
+        "consumers": consumers,
+        "queues": queues,
+        "in_flight": sum(c["in_flight"] for c in consumers.values()),
+        "dead_letters": client.llen(keys.dead_letters),
+    }
+
+
+def _escape(pattern: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in pattern)
+
+
+def render(status: dict[str, Any]) -> str:
+    out = [f"supervisord: {status['supervisord']}", "", "WORKER                 TYPE        STATE           ITEMS     /s(5m)"]
+    for name, w in status["workers"].items():
+        state = ",".join(sorted(set(w["processes"].values()))) or "-"
+        out.append(f"{name:<22} {w['type']:<11} {state:<15} {w['items_total']:>9} {w['items_per_second_5min']:>9}")
+    out += ["", "QUEUE                  LENGTH"]
+    out += [f"{q:<22} {n:>6}" for q, n in status["queues"].items()] or ["(none)"]
+    out += ["", "CONSUMER                                   QUEUE          ALIVE  IN-FLIGHT"]
+    for cid, c in status["consumers"].items():
+        out.append(f"{cid:<42} {c['queue']:<14} {'yes' if c['alive'] else 'NO':<6} {c['in_flight']:>9}")
+    out += ["", f"in flight: {status['in_flight']}   dead letters: {status['dead_letters']}"]
+    return "\n".join(out)

@@ -1,0 +1,275 @@
+"""The file watcher: tails log files into a Redis queue, exactly once.
+
+Each batch is pushed in the same MULTI/EXEC that saves the position past its last line, so a
+line is in the queue if and only if the saved offset is past it: after ``kill -9`` the watcher
+resumes right after the last pushed line. Rotation is followed by file identity (device, inode
+and a fingerprint of the first bytes), whether it happens while running or while stopped.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from dataclasses import replace
+
+import orjson
+import redis
+
+from pipeline.backoff import Backoff
+from pipeline.config import Config, ProgramConfig
+from pipeline.connection import CONNECTION_ERRORS, connect
+from pipeline.fileid import FileState, file_key, find_by_inode, new_state, same_file
+from pipeline.keys import Keys
+from pipeline.logsetup import safe
+from pipeline.options import WatcherOptions
+from pipeline.tailer import Tail
+from pipeline.worker import Flags, sleep_unless
+
+log = logging.getLogger(__name__)
+
+READ_BUDGET = 1024 * 1024
+
+
+class Watcher:
+    def __init__(
+        self,
+        name: str,
+        opts: WatcherOptions,
+        client: redis.Redis,
+        keys: Keys,
+        flags: Flags,
+        state_name: str | None = None,
+    ) -> None:
+        self.name, self.opts, self.client, self.keys, self.flags = name, opts, client, keys, flags
+        self.queue_key = keys.queue(opts.pushto)
+        self.offsets_key = keys.offsets(state_name or name)
+        self.tails: dict[str, Tail] = {}
+        self.saved: dict[str, FileState] = {}
+        self.first_pending_at: float | None = None
+        self.uncertain = False  # a commit's reply was lost: check before pushing again
+        self.lines_pushed = 0
+        self._refused: set[str] = set()
+
+    # -- files -------------------------------------------------------------------------
+
+    def load_state(self) -> None:
+        self.saved = {
+            k.decode(): FileState.loads(v) for k, v in self.client.hgetall(self.offsets_key).items()
+        }
+
+    def rescan(self, first: bool = False) -> None:
+        found: dict[str, str] = {}
+        for pattern in self.opts.logfile:
+            for path in sorted(glob.glob(pattern)):
+                if not self._allowed(path):
+                    continue
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if os.path.isfile(path):
+                    found.setdefault(file_key(st.st_dev, st.st_ino), path)
+        for key, path in found.items():
+            tail = self.tails.get(key)
+            if tail is None:
+                self._open(path, first)
+            else:
+                tail.path, tail.orphan_since = path, None
+                self._check_truncation(tail)
+        now = time.monotonic()
+        for key, tail in self.tails.items():
+            if key not in found and tail.orphan_since is None:
+                tail.orphan_since = now
+                log.info("%s: %s was rotated away; finishing it", self.name, safe(tail.path))
+        if first:
+            self._resume_rotated_while_stopped(found)
+
+    def _allowed(self, path: str) -> bool:
+        if not self.opts.allowed_roots:
+            return True
+        real = os.path.realpath(path)
+        for root in self.opts.allowed_roots:
+            if real == root or real.startswith(os.path.realpath(root).rstrip("/") + "/"):
+                return True
+        if path not in self._refused:
+            self._refused.add(path)
+            log.warning("%s: not following %s: it resolves to %s, outside allowed_roots",
+                        self.name, safe(path), safe(real))
+        return False
+
+    def _open(self, path: str, first: bool) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            log.warning("%s: cannot open %s: %s", self.name, safe(path), exc)
+            return
+        st = os.fstat(fd)
+        key = file_key(st.st_dev, st.st_ino)
+        state = self.saved.get(key)
+        if state is not None and same_file(fd, state):
+            if st.st_size < state.offset:
+                log.warning("%s: %s is shorter (%d) than the saved offset %d: truncated while "
+                            "stopped, reading from 0", self.name, safe(path), st.st_size, state.offset)
+                state = new_state(path, fd, 0)
+        else:
+            if state is not None:
+                log.warning("%s: %s reuses the inode of a file seen before but its content differs; "
+                            "reading it as a new file", self.name, safe(path))
+            start = st.st_size if (first and self.opts.start == "end") else 0
+            state = new_state(path, fd, start)
+        self.saved.pop(key, None)
+        self.tails[key] = Tail(path, fd, state, self.opts.servicename, self.opts.max_line_bytes)
+        log.info("%s: tailing %s from offset %d", self.name, safe(path), state.offset)
+
+    def _check_truncation(self, tail: Tail) -> None:
+        size = os.fstat(tail.fd).st_size
+        if size < tail.pos or not same_file(tail.fd, tail.state):
+            log.warning("%s: %s was truncated (size %d < offset %d) or rewritten; reading from 0",
+                        self.name, safe(tail.path), size, tail.pos)
+            self._commit_pending(tail)
+            tail.restart_from_zero()
+            tail.state = new_state(tail.path, tail.fd, 0)
+
+    def _resume_rotated_while_stopped(self, found: dict[str, str]) -> None:
+        for key, state in list(self.saved.items()):
+            if key in found or key in self.tails:
+                continue
+            path = find_by_inode(os.path.dirname(state.path) or ".", state.dev, state.ino)
+            fd = os.open(path, os.O_RDONLY) if path else -1
+            if fd >= 0 and same_file(fd, state):
+                tail = Tail(path or state.path, fd, state, self.opts.servicename, self.opts.max_line_bytes)
+                tail.orphan_since = time.monotonic()
+                self.tails[key] = tail
+                log.info("%s: %s was rotated to %s while stopped; finishing it from offset %d",
+                         self.name, safe(state.path), safe(path), state.offset)
+            else:
+                if fd >= 0:
+                    os.close(fd)
+                self.client.hdel(self.offsets_key, key)
+                del self.saved[key]
+                if state.closed:
+                    continue  # finished before it went away: nothing was missed
+                log.error("%s: GAP: %s (inode %d) is gone; lines written to it after offset %d "
+                          "while the watcher was stopped cannot be read", self.name,
+                          safe(state.path), state.ino, state.offset)
+                continue
+            del self.saved[key]
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def _commit(self, parts: list[tuple[Tail, int]]) -> None:
+        """Push the first ``n`` pending lines of each tail and save their offsets, atomically."""
+        items, states = [], {}
+        for tail, n in parts:
+            end = tail.pending[n]["off"] if n < len(tail.pending) else tail.pending_end
+            items.extend(tail.pending[:n])
+            states[tail.key] = tail.state.advanced(tail.fd, end)
+        if self.uncertain:
+            saved = self.client.hmget(self.offsets_key, list(states))
+            self.uncertain = False
+            if all(r is not None and FileState.loads(r).offset == s.offset
+                   for r, s in zip(saved, states.values(), strict=True)):
+                log.info("%s: the last commit had gone through before the connection was lost", self.name)
+                self._done(parts, states)
+                return
+        self.uncertain = True
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.rpush(self.queue_key, orjson.dumps(items))
+            pipe.hset(self.offsets_key, mapping={k: s.dumps() for k, s in states.items()})
+            pipe.execute()
+        self.uncertain = False
+        self.lines_pushed += len(items)
+        self._done(parts, states)
+
+    def _done(self, parts: list[tuple[Tail, int]], states: dict[str, FileState]) -> None:
+        for tail, n in parts:
+            del tail.pending[:n]
+            tail.state = states[tail.key]
+        if not any(t.pending for t in self.tails.values()):
+            self.first_pending_at = None
+
+    def _commit_pending(self, tail: Tail) -> None:
+        if tail.pending:
+            self._commit([(tail, len(tail.pending))])
+
+    def pump(self) -> int:
+        """Read what is there and commit full batches; bytes read."""
+        total = 0
+        ordered = sorted(self.tails.values(), key=lambda t: t.orphan_since is None)
+        for tail in ordered:
+            while len(tail.pending) < self.opts.batch_lines:
+                got = tail.read(READ_BUDGET)
+                total += got
+                if not got:
+                    break
+            if tail.pending and self.first_pending_at is None:
+                self.first_pending_at = time.monotonic()
+            while len(tail.pending) >= self.opts.batch_lines:
+                self._commit([(tail, self.opts.batch_lines)])
+        return total
+
+    def flush_due(self, force: bool = False) -> None:
+        if self.first_pending_at is None:
+            return
+        if force or (time.monotonic() - self.first_pending_at) * 1000 >= self.opts.batch_ms:
+            parts = [(t, len(t.pending)) for t in self.tails.values() if t.pending]
+            if parts:
+                self._commit(parts)
+            self.first_pending_at = None
+
+    def close_finished(self) -> None:
+        now = time.monotonic()
+        for key, tail in list(self.tails.items()):
+            if tail.orphan_since is None or now - max(tail.orphan_since, tail.last_growth) < self.opts.close_after_s:
+                continue
+            if tail.read(READ_BUDGET):
+                continue
+            tail.flush_partial()
+            self._commit_pending(tail)
+            tail.state = replace(tail.state, offset=tail.pos, closed=True)
+            self.client.hset(self.offsets_key, key, tail.state.dumps())
+            tail.close()
+            del self.tails[key]
+            log.info("%s: finished rotated file %s at offset %d", self.name, safe(tail.path), tail.pos)
+
+    def run(self) -> int:
+        backoff = Backoff()
+        loaded = False
+        next_scan = 0.0
+        while not self.flags.stop:
+            try:
+                if not loaded:
+                    self.load_state()
+                    self.rescan(first=True)
+                    loaded = True
+                    next_scan = time.monotonic() + self.opts.rescan_ms / 1000
+                got = self.pump()
+                self.flush_due()
+                if time.monotonic() >= next_scan:
+                    self.rescan()
+                    self.close_finished()
+                    next_scan = time.monotonic() + self.opts.rescan_ms / 1000
+                backoff.reset()
+                if not got:
+                    time.sleep(self.opts.poll_ms / 1000)
+            except CONNECTION_ERRORS as exc:
+                delay = backoff.next_delay()
+                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.name, exc, delay)
+                sleep_unless(self.flags, delay)
+        try:
+            self.flush_due(force=True)
+        except CONNECTION_ERRORS as exc:
+            log.warning("%s: could not push the last lines before stopping (%s); they will be "
+                        "read again at start", self.name, exc)
+        for tail in self.tails.values():
+            tail.close()
+        log.info("%s: stopped after pushing %d lines", self.name, self.lines_pushed)
+        return 0
+
+
+def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+    rcfg = cfg.redis_for(program)
+    watcher = Watcher(program.name, program.options, connect(rcfg), Keys(rcfg.prefix), flags)
+    return watcher.run()
