@@ -117,6 +117,8 @@ class Watcher:
             if state is not None:
                 log.warning("%s: %s reuses the inode of a file seen before but its content differs; "
                             "reading it as a new file", self.name, safe(path))
+                if not state.closed:
+                    self._report_gap(state)
             start = st.st_size if (first and self.opts.start == "end") else 0
             state = new_state(path, fd, start)
         self.saved.pop(key, None)
@@ -151,11 +153,14 @@ class Watcher:
                 del self.saved[key]
                 if state.closed:
                     continue  # finished before it went away: nothing was missed
-                log.error("%s: GAP: %s (inode %d) is gone; lines written to it after offset %d "
-                          "while the watcher was stopped cannot be read", self.name,
-                          safe(state.path), state.ino, state.offset)
+                self._report_gap(state)
                 continue
             del self.saved[key]
+
+    def _report_gap(self, state: FileState) -> None:
+        log.error("%s: GAP: %s (inode %d) is gone; lines written to it after offset %d "
+                  "while the watcher was stopped cannot be read", self.name,
+                  safe(state.path), state.ino, state.offset)
 
     # -- batches ---------------------------------------------------------------------------
 
@@ -194,11 +199,15 @@ class Watcher:
         if tail.pending:
             self._commit([(tail, len(tail.pending))])
 
+    def _ordered(self) -> list[Tail]:
+        """Rotated-away files first: their lines are older than the new file's."""
+        return sorted(self.tails.values(), key=lambda t: t.orphan_since is None)
+
     def pump(self) -> int:
         """Read what is there and commit full batches; bytes read."""
         total = 0
-        ordered = sorted(self.tails.values(), key=lambda t: t.orphan_since is None)
-        for tail in ordered:
+        for tail in self._ordered():
+            self._check_truncation(tail)
             while len(tail.pending) < self.opts.batch_lines:
                 got = tail.read(READ_BUDGET)
                 total += got
@@ -214,7 +223,7 @@ class Watcher:
         if self.first_pending_at is None:
             return
         if force or (time.monotonic() - self.first_pending_at) * 1000 >= self.opts.batch_ms:
-            parts = [(t, len(t.pending)) for t in self.tails.values() if t.pending]
+            parts = [(t, len(t.pending)) for t in self._ordered() if t.pending]
             if parts:
                 self._commit(parts)
             self.first_pending_at = None

@@ -1,0 +1,260 @@
+"""The watcher against a real Redis: offsets, rotation, truncation, inode reuse, odd bytes."""
+
+from __future__ import annotations
+
+import base64
+import os
+from pathlib import Path
+
+import orjson
+import redis
+
+from pipeline.fileid import FileState
+from pipeline.keys import Keys
+from pipeline.options import WatcherOptions
+from pipeline.watcher import Watcher
+from pipeline.worker import Flags
+
+K = Keys()
+
+
+def make(path: Path | str, **kw: object) -> WatcherOptions:
+    base = {"logfile": (str(path),), "pushto": "out", "servicename": "svc", "close_after_s": 0.0}
+    base.update(kw)
+    return WatcherOptions(**base)  # type: ignore[arg-type]
+
+
+def start(r: redis.Redis, opts: WatcherOptions) -> Watcher:
+    w = Watcher("w", opts, r, K, Flags())
+    w.load_state()
+    w.rescan(first=True)
+    return w
+
+
+def step(w: Watcher) -> None:
+    w.pump()
+    w.flush_due(force=True)
+    w.rescan()
+    w.close_finished()
+    w.pump()
+    w.flush_due(force=True)
+
+
+def pushed(r: redis.Redis) -> list[dict]:
+    return [item for raw in r.lrange(K.queue("out"), 0, -1) for item in orjson.loads(raw)]
+
+
+def lines_of(r: redis.Redis) -> list[str]:
+    return [i["logline"] for i in pushed(r)]
+
+
+def stop(w: Watcher) -> None:
+    for tail in w.tails.values():
+        tail.close()
+
+
+def test_lines_batches_and_ids(r: redis.Redis, tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("".join(f"line {n}\n" for n in range(1200)))
+    w = start(r, make(log, batch_lines=500))
+    step(w)
+    sizes = [len(orjson.loads(x)) for x in r.lrange(K.queue("out"), 0, -1)]
+    assert sizes == [500, 500, 200]
+    items = pushed(r)
+    assert [i["logline"] for i in items] == [f"line {n}" for n in range(1200)]
+    assert items[1]["off"] == len("line 0\n") and items[0]["service"] == "svc"
+    assert len({(i["src"], i["off"]) for i in items}) == 1200
+    state = FileState.loads(r.hget(K.offsets("w"), next(iter(w.tails))))
+    assert state.offset == log.stat().st_size
+    stop(w)
+
+
+def test_offset_saved_with_push_and_resume_after_restart(r: redis.Redis, tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("one\ntwo\n")
+    w = start(r, make(log))
+    step(w)
+    stop(w)  # crash: nothing else kept
+    with log.open("a") as f:
+        f.write("three\n")
+    w2 = start(r, make(log))
+    step(w2)
+    assert lines_of(r) == ["one", "two", "three"]
+    stop(w2)
+
+
+def test_partial_line_waits_for_its_newline(r: redis.Redis, tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("full\npart")
+    w = start(r, make(log))
+    step(w)
+    assert lines_of(r) == ["full"]
+    with log.open("a") as f:
+        f.write("ial\n")
+    step(w)
+    assert lines_of(r) == ["full", "partial"]
+    stop(w)
+
+
+def test_start_end_skips_existing_content_only_on_first_sight(r: redis.Redis, tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("old\n")
+    w = start(r, make(log, start="end"))
+    with log.open("a") as f:
+        f.write("new\n")
+    step(w)
+    assert lines_of(r) == ["new"]
+    stop(w)
+
+
+def test_rename_rotation_finishes_old_then_new(r: redis.Redis, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_text("a1\n")
+    w = start(r, make(log))
+    step(w)
+    with log.open("a") as f:
+        f.write("a2\n")  # written before rotation, not read yet
+    log.rename(tmp_path / "access.log.1")
+    with (tmp_path / "access.log.1").open("a") as f:
+        f.write("a3\n")  # the server still writes the old file briefly
+    log.write_text("b1\n")
+    step(w)
+    assert lines_of(r) == ["a1", "a2", "a3", "b1"]
+    assert len(w.tails) == 1
+    stop(w)
+
+
+def test_rotation_while_stopped(r: redis.Redis, tmp_path: Path) -> None:
+    log = tmp_path / "access.log"
+    log.write_text("a1\n")
+    w = start(r, make(log))
+    step(w)
+    stop(w)
+    with log.open("a") as f:
+        f.write("a2\n")
+    log.rename(tmp_path / "access.log.1")
+    log.write_text("b1\nb2\n")
+    w2 = start(r, make(log))
+    step(w2)
+    assert lines_of(r) == ["a1", "a2", "b1", "b2"]
+    stop(w2)
+
+
+def test_rotated_file_deleted_while_stopped_reports_gap(r: redis.Redis, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "access.log"
+    log.write_text("a1\n")
+    w = start(r, make(log))
+    step(w)
+    stop(w)
+    log.rename(tmp_path / "access.log.1")
+    (tmp_path / "access.log.1").unlink()
+    log.write_text("b1\n")
+    w2 = start(r, make(log))
+    step(w2)
+    assert lines_of(r) == ["a1", "b1"]
+    assert "GAP" in caplog.text
+    stop(w2)
+
+
+def test_copytruncate_and_truncation_restart_from_zero(r: redis.Redis, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    log = tmp_path / "a.log"
+    log.write_text("one\ntwo\nthree\n")
+    w = start(r, make(log))
+    step(w)
+    os.truncate(log, 0)
+    with log.open("a") as f:
+        f.write("four\n")
+    step(w)
+    assert lines_of(r) == ["one", "two", "three", "four"]
+    assert "truncated" in caplog.text
+    stop(w)
+
+
+def test_truncation_refilled_past_offset_is_detected_by_fingerprint(r: redis.Redis, tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("aaaa\n")
+    w = start(r, make(log))
+    step(w)
+    with log.open("r+") as f:  # truncated and rewritten longer before the watcher looked
+        f.truncate(0)
+        f.write("bbbbbbbbbb\ncc\n")
+    step(w)
+    assert lines_of(r) == ["aaaa", "bbbbbbbbbb", "cc"]
+    stop(w)
+
+
+def test_inode_reuse_is_not_mistaken_for_the_old_file(r: redis.Redis, tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("old file line\n")
+    w = start(r, make(log))
+    step(w)
+    stop(w)
+    state = FileState.loads(next(iter(r.hvals(K.offsets("w")))))
+    log.unlink()
+    log.write_text("new\n")
+    new_ino = log.stat().st_ino
+    if new_ino != state.ino:  # make the saved state claim this inode, as a recycled inode would
+        fake = FileState(state.path, log.stat().st_dev, new_ino, state.sid, state.fplen, state.fp, state.offset)
+        r.delete(K.offsets("w"))
+        r.hset(K.offsets("w"), fake.key, fake.dumps())
+    w2 = start(r, make(log))
+    step(w2)
+    assert lines_of(r) == ["old file line", "new"]
+    stop(w2)
+
+
+def test_long_lines_truncated_and_flagged_tailing_goes_on(r: redis.Redis, tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_bytes(b"x" * 5000 + b"\nshort\n" + b"y" * 3000)
+    w = start(r, make(log, max_line_bytes=1000))
+    step(w)
+    with log.open("ab") as f:
+        f.write(b"y" * 3000 + b"\nafter\n")
+    step(w)
+    items = pushed(r)
+    assert [(len(i["logline"]), i.get("trunc")) for i in items] == [(1000, 5000), (5, None), (1000, 6000), (5, None)]
+    assert items[2]["off"] == 5007 and items[3]["off"] == 5007 + 6001
+    stop(w)
+
+
+def test_invalid_utf8_and_binary_carried_without_loss(r: redis.Redis, tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    raw = [b"caf\xc3\xa9 ok", b"bad \xff\xfe bytes", bytes(range(0, 10)) + bytes(range(11, 256))]
+    log.write_bytes(b"\n".join(raw) + b"\n")
+    w = start(r, make(log))
+    step(w)
+    items = pushed(r)
+    assert items[0]["logline"] == "café ok" and "raw_b64" not in items[0]
+    for item, original in zip(items[1:], raw[1:], strict=True):
+        assert base64.b64decode(item["raw_b64"]) == original
+    stop(w)
+
+
+def test_glob_and_symlink_outside_allowed_roots(r: redis.Redis, tmp_path: Path) -> None:
+    root, outside = tmp_path / "logs", tmp_path / "secret"
+    root.mkdir()
+    outside.mkdir()
+    (root / "a.log").write_text("a\n")
+    (root / "b.log").write_text("b\n")
+    (outside / "passwd").write_text("root:x:0:0\n")
+    (root / "c.log").symlink_to(outside / "passwd")
+    w = start(r, make(root / "*.log", allowed_roots=(str(root),)))
+    step(w)
+    assert sorted(lines_of(r)) == ["a", "b"]
+    stop(w)
+
+
+def test_uncertain_commit_is_not_pushed_twice(r: redis.Redis, tmp_path: Path) -> None:
+    log = tmp_path / "a.log"
+    log.write_text("one\n")
+    w = start(r, make(log))
+    w.pump()
+    tail = next(iter(w.tails.values()))
+    w._commit([(tail, 1)])
+    # pretend the reply was lost: the same lines are pending again and the commit is uncertain
+    tail.pending.append({"service": "svc", "logline": "one", "src": tail.state.sid, "off": 0})
+    tail.state = FileState(**{**tail.state.__dict__, "offset": 0})
+    w.uncertain = True
+    w._commit([(tail, 1)])
+    assert lines_of(r) == ["one"]
+    stop(w)
