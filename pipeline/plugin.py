@@ -114,8 +114,6 @@ def _import(spec: str, plugin_dirs: Sequence[Path]) -> ModuleType:
 
 def _import_file(spec: str, path: Path) -> ModuleType:
     name = f"loglines_plugin_{spec}"
-    if name in sys.modules:
-        return sys.modules[name]
     module_spec = importlib.util.spec_from_file_location(name, path)
     if module_spec is None or module_spec.loader is None:
         raise PluginError(f"plugin {spec!r}: cannot load {path}")

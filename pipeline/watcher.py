@@ -49,6 +49,7 @@ class Watcher:
         self.saved: dict[str, FileState] = {}
         self.first_pending_at: float | None = None
         self.uncertain = False  # a commit's reply was lost: check before pushing again
+        self.rescan_needed = False
         self.lines_pushed = 0
         self._refused: set[str] = set()
 
@@ -199,6 +200,14 @@ class Watcher:
         if tail.pending:
             self._commit([(tail, len(tail.pending))])
 
+    @staticmethod
+    def _still_at_path(tail: Tail) -> bool:
+        try:
+            st = os.stat(tail.path)
+        except OSError:
+            return False
+        return file_key(st.st_dev, st.st_ino) == tail.key
+
     def _ordered(self) -> list[Tail]:
         """Rotated-away files first: their lines are older than the new file's."""
         return sorted(self.tails.values(), key=lambda t: t.orphan_since is None)
@@ -212,6 +221,8 @@ class Watcher:
                 got = tail.read(READ_BUDGET)
                 total += got
                 if not got:
+                    if tail.orphan_since is None and not self._still_at_path(tail):
+                        self.rescan_needed = True  # rotated: do not wait for the next rescan
                     break
             if tail.pending and self.first_pending_at is None:
                 self.first_pending_at = time.monotonic()
@@ -256,7 +267,8 @@ class Watcher:
                     next_scan = time.monotonic() + self.opts.rescan_ms / 1000
                 got = self.pump()
                 self.flush_due()
-                if time.monotonic() >= next_scan:
+                if self.rescan_needed or time.monotonic() >= next_scan:
+                    self.rescan_needed = False
                     self.rescan()
                     self.close_finished()
                     next_scan = time.monotonic() + self.opts.rescan_ms / 1000
