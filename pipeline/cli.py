@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
+import redis
 
 from pipeline import config as config_mod
 from pipeline.config import Config
@@ -30,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (LoglinesError, FileNotFoundError) as exc:
         print(f"loglines: error: {exc}", file=sys.stderr)
+        return 1
+    except redis.RedisError as exc:
+        print(f"loglines: error: Redis: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
