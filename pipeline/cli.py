@@ -189,6 +189,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             for entry in dlq.entries(client, keys, index, index):
                 print(orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode())
     elif args.action == "replay":
+        if not args.all and not args.index:
+            raise ConfigError("name the entries to replay (numbers from 'dlq list') or use --all")
         count = dlq.replay(client, keys, None if args.all else list(args.index), args.to)
         print(f"replayed {count} entr{'y' if count == 1 else 'ies'}")
     elif args.action == "purge":

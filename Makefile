@@ -1,0 +1,35 @@
+# loglines: the two commands of the README, and a few helpers.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+.PHONY: demo test install bench lint clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## make demo: install, then run the demo pipeline under supervisord in the foreground
+demo: install
+	$(VENV)/bin/loglines -c loglines.cfg init
+	$(VENV)/bin/loglines -c loglines.cfg check
+	@echo "Output: var/out/downloads.ndjson and var/out/other.log. Ctrl-C stops everything."
+	$(VENV)/bin/loglines -c loglines.cfg up --foreground
+
+## make test: install what the tests need and run the whole suite
+test: install
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+bench: install
+	$(PY) -m bench.run
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf var supervisord.conf workers_available/*.conf workers_enabled/*.conf .pytest_cache

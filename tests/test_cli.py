@@ -1,0 +1,94 @@
+"""The loglines command: init, check, dlq, backfill, enable/disable, one-line errors."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+
+from pipeline import message
+from pipeline.cli import main
+from pipeline.keys import Keys
+
+K = Keys()
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("init", "check", "supervisord-config", "enable", "disable", "up", "down",
+                    "worker", "status", "dlq", "backfill"):
+        assert command in out
+
+
+def test_init_writes_a_valid_starter_with_a_strong_password(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "loglines.cfg"
+    assert main(["-c", str(cfg), "init"]) == 0
+    assert stat.S_IMODE(cfg.stat().st_mode) == 0o600
+    password = next(line.split("=", 1)[1].strip() for line in cfg.read_text().splitlines()
+                    if line.startswith("password"))
+    assert len(password) >= 24
+    assert main(["-c", str(cfg), "check"]) == 0
+    assert "OK (4 workers" in capsys.readouterr().out
+
+
+def test_init_creates_a_missing_password_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "loglines.cfg"
+    cfg.write_text("[supervisor]\npassword_file = var/secret\n")
+    assert main(["-c", str(cfg), "init"]) == 0
+    secret = tmp_path / "var" / "secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_text().strip()) >= 24
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "loglines.cfg"
+    cfg.write_text("[worker_p]\ntype = parser\nlistento = a\npushto = b\nplugin = nowhere_to_be_found\n")
+    assert main(["-c", str(cfg), "check"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "[worker_p]" in err and "'nowhere_to_be_found' not found" in err
+    cfg.write_text("[worker_p]\ntype = parser\nlistento = a\n")
+    assert main(["-c", str(cfg), "check"]) == 1
+    assert "key 'pushto': required key is missing" in capsys.readouterr().err
+
+
+def test_dlq_list_show_replay_purge(write_cfg, r: redis.Redis, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = str(write_cfg(""))
+    r.rpush(K.dead_letters, message.dead_letter(reason="bad\nthing", worker="w", queue="in", raw=b'[{"a":1}]'))
+    r.rpush(K.dead_letters, message.dead_letter(reason="plugin raised", worker="w", queue="in", item={"b": 2}))
+    assert main(["-c", cfg, "dlq", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert "'bad\\nthing'" in listing and listing.count("\n") == 2
+    assert main(["-c", cfg, "dlq", "show", "1"]) == 0
+    assert '"b": 2' in capsys.readouterr().out
+    assert main(["-c", cfg, "dlq", "replay", "1"]) == 0
+    assert [orjson.loads(x) for x in r.lrange(K.queue("in"), 0, -1)] == [[{"b": 2}]]
+    assert main(["-c", cfg, "dlq", "replay", "--all", "--to", "elsewhere"]) == 0
+    assert r.lrange(K.queue("elsewhere"), 0, -1) == [b'[{"a":1}]'] and r.llen(K.dead_letters) == 0
+    r.rpush(K.dead_letters, b"{}")
+    assert main(["-c", cfg, "dlq", "purge"]) == 1
+    assert main(["-c", cfg, "dlq", "purge", "--yes"]) == 0 and r.llen(K.dead_letters) == 0
+
+
+def test_backfill_pushes_once_and_resumes(write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    cfg = str(write_cfg(""))
+    old = tmp_path / "access.log.1"
+    old.write_text("".join(f"line {n}\n" for n in range(1234)) + "no newline at the end")
+    assert main(["-c", cfg, "backfill", str(old), "--to", "raw", "--quiet"]) == 0
+    assert main(["-c", cfg, "backfill", str(old), "--to", "raw", "--quiet"]) == 0  # nothing new
+    items = [i for raw in r.lrange(K.queue("raw"), 0, -1) for i in orjson.loads(raw)]
+    assert len(items) == 1235 and items[-1]["logline"] == "no newline at the end"
+    assert items[0]["service"] == "backfill"
+
+
+def test_enable_and_disable(write_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = str(write_cfg("[logger_out]\ntype = filelogger\nlistento = q\nlogfile = o.log\nenabled = no\n"))
+    link = tmp_path / "workers_enabled" / "logger_out.conf"
+    assert main(["-c", cfg, "supervisord-config"]) == 0 and not link.exists()
+    assert main(["-c", cfg, "enable", "logger_out"]) == 0 and link.is_symlink()
+    assert main(["-c", cfg, "disable", "logger_out"]) == 0 and not link.exists()
+    assert main(["-c", cfg, "enable", "nope"]) == 1
