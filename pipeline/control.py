@@ -13,7 +13,8 @@ from pipeline.supervisord import paths
 
 def rpc(cfg: Config) -> Any:
     url = f"unix://{paths(cfg)['socket']}"
-    transport = SupervisorTransport(None, None, url)
+    sup = cfg.supervisor
+    transport = SupervisorTransport(sup.username, sup.resolved_password(), url)
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
 
 

@@ -16,7 +16,7 @@ def collect(cfg: Config, client: redis.Redis) -> dict[str, Any]:
     rcfg = cfg.redis["redis"]
     keys = Keys(rcfg.prefix)
     queue_head = keys.queue("")
-    queues = {}
+    queues = {name: 0 for name in configured_queues(cfg)}
     for key in sorted(client.scan_iter(match=_escape(queue_head) + "*", count=1000)):
         name = key.decode()[len(queue_head):]
         queues[name] = client.llen(key)
@@ -54,6 +54,18 @@ def collect(cfg: Config, client: redis.Redis) -> dict[str, Any]:
         "in_flight": sum(c["in_flight"] for c in consumers.values()),
         "dead_letters": client.llen(keys.dead_letters),
     }
+
+
+def configured_queues(cfg: Config) -> list[str]:
+    names: list[str] = []
+    for program in cfg.programs.values():
+        opts = program.options
+        for attr in ("listento", "pushto", "fanout", "other_queue"):
+            value = getattr(opts, attr, "")
+            for name in (value,) if isinstance(value, str) else value:
+                if name and name not in names:
+                    names.append(name)
+    return names
 
 
 def _escape(pattern: str) -> str:

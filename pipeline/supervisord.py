@@ -91,6 +91,8 @@ def _supervisord_conf(cfg: Config, password: str, p: dict[str, Path]) -> str:
         "[unix_http_server]",
         f"file = {p['socket']}",
         "chmod = 0700",
+        f"username = {sup.username}",
+        "password = {SHA}" + digest,
         "",
         "[inet_http_server]",
         f"port = {sup.host}:{sup.port}",
@@ -109,6 +111,8 @@ def _supervisord_conf(cfg: Config, password: str, p: dict[str, Path]) -> str:
         "",
         "[supervisorctl]",
         f"serverurl = unix://{p['socket']}",
+        f"username = {sup.username}",
+        f"password = {password}",
         "",
     ]
     for redis_cfg in cfg.redis.values():

@@ -184,6 +184,10 @@ class Watcher:
         with self.client.pipeline(transaction=True) as pipe:
             pipe.rpush(self.queue_key, orjson.dumps(items))
             pipe.hset(self.offsets_key, mapping={k: s.dumps() for k, s in states.items()})
+            pipe.hincrby(self.keys.stats, self.name, len(items))
+            rate_key = self.keys.rate(int(time.time() // 60))
+            pipe.hincrby(rate_key, self.name, len(items))
+            pipe.expire(rate_key, 3600)
             pipe.execute()
         self.uncertain = False
         self.lines_pushed += len(items)

@@ -56,7 +56,8 @@ def test_generation_modes_links_and_numprocs(tmp_path: Path) -> None:
     for path in result.files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     conf = (tmp_path / "supervisord.conf").read_text()
-    assert "port = 127.0.0.1:" in conf and "password = {SHA}" in conf and "pw\n" not in conf
+    inet = conf[conf.index("[inet_http_server]"):conf.index("[supervisord]")]
+    assert "port = 127.0.0.1:" in inet and "password = {SHA}" in inet and "pw" not in inet
     assert f"files = {tmp_path}/workers_enabled/*.conf" in conf
     parse = (tmp_path / "workers_available" / "worker_parse.conf").read_text()
     assert "numprocs = 2" in parse and "%(process_num)02d" in parse and "stopsignal = TERM" in parse
