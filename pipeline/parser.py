@@ -26,7 +26,7 @@ from pipeline.worker import Flags, Handler, run_consumer
 
 log = logging.getLogger(__name__)
 
-CARRIED = ("service", "src", "off", "logline")
+CARRIED = frozenset(("service", "src", "off", "logline"))  # item fields every record keeps
 
 
 class PluginTimeout(Exception):
@@ -74,6 +74,7 @@ def make_processor(
     plugin: Plugin, opts: ParserOptions, worker: str
 ) -> Callable[[list[message.Item], str], Outcome]:
     parse, rules, other_queue = plugin.parse, accept_rules(opts), opts.other_queue
+    timeout = opts.plugin_timeout_s
 
     def process(items: list[message.Item], source: str) -> Outcome:
         records: list[dict[str, Any]] = []
@@ -81,7 +82,10 @@ def make_processor(
         dead: list[bytes] = []
         for item in items:
             try:
-                with time_limit(opts.plugin_timeout_s):
+                if timeout:
+                    with time_limit(timeout):
+                        record = parse(item)
+                else:
                     record = parse(item)
             except Exception as exc:
                 dead.append(message.dead_letter(
@@ -94,9 +98,10 @@ def make_processor(
                 continue
             if type(record) is not dict:
                 record = dict(record)
-            for key in CARRIED:
-                if key in item and key not in record:
-                    record[key] = item[key]
+            if not record.keys() >= CARRIED:
+                for key in CARRIED - record.keys():
+                    if key in item:
+                        record[key] = item[key]
             if rules and not all(str(record.get(f)) in allowed for f, allowed in rules):
                 others.append(record)
                 continue

@@ -15,7 +15,6 @@ is dead-lettered instead (a poison message must not crash workers forever).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -26,6 +25,7 @@ from pipeline import message
 from pipeline.config import RedisConfig
 from pipeline.errors import PayloadError
 from pipeline.keys import Keys
+from pipeline.stats import Stats
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class Consumer:
         self.queue_key = self.keys.queue(queue)
         self.inflight_key = self.keys.inflight(consumer_id)
         self.heartbeat_key = self.keys.heartbeat(consumer_id)
+        self.stats = Stats(client, self.keys, worker)
         self._first_take = True
         self._check_own = True
 
@@ -129,14 +130,10 @@ class Consumer:
                 for entry in outcome.dead:
                     pipe.rpush(self.keys.dead_letters, entry)
                 pipe.hdel(self.keys.recoveries, sha)
-                if outcome.count:
-                    rate_key = self.keys.rate(int(time.time() // 60))
-                    pipe.hincrby(self.keys.stats, self.worker, outcome.count)
-                    pipe.hincrby(rate_key, self.worker, outcome.count)
-                    pipe.expire(rate_key, 3600)
                 if outcome.extra is not None:
                     outcome.extra(pipe)
                 pipe.execute()
+                self.stats.add(outcome.count)
                 return True
         except redis.WatchError:
             log.warning("%s: in-flight batch was reaped while we worked; results dropped", self.id)

@@ -14,7 +14,6 @@ import os
 import time
 from dataclasses import replace
 
-import orjson
 import redis
 
 from pipeline.backoff import Backoff
@@ -24,12 +23,14 @@ from pipeline.fileid import FileState, file_key, find_by_inode, new_state, same_
 from pipeline.keys import Keys
 from pipeline.logsetup import safe
 from pipeline.options import WatcherOptions
+from pipeline.stats import Stats
 from pipeline.tailer import Tail
 from pipeline.worker import Flags, sleep_unless
 
 log = logging.getLogger(__name__)
 
 READ_BUDGET = 1024 * 1024
+BATCHES_PER_COMMIT = 8  # when catching up, up to this many full batches share one transaction
 
 
 class Watcher:
@@ -50,6 +51,7 @@ class Watcher:
         self.first_pending_at: float | None = None
         self.uncertain = False  # a commit's reply was lost: check before pushing again
         self.rescan_needed = False
+        self.stats = Stats(client, keys, name)
         self.lines_pushed = 0
         self._refused: set[str] = set()
 
@@ -132,8 +134,7 @@ class Watcher:
             log.warning("%s: %s was truncated (size %d < offset %d) or rewritten; reading from 0",
                         self.name, safe(tail.path), size, tail.pos)
             self._commit_pending(tail)
-            tail.restart_from_zero()
-            tail.state = new_state(tail.path, tail.fd, 0)
+            tail.restart_from_zero(new_state(tail.path, tail.fd, 0))
 
     def _resume_rotated_while_stopped(self, found: dict[str, str]) -> None:
         for key, state in list(self.saved.items()):
@@ -166,11 +167,18 @@ class Watcher:
     # -- batches ---------------------------------------------------------------------------
 
     def _commit(self, parts: list[tuple[Tail, int]]) -> None:
-        """Push the first ``n`` pending lines of each tail and save their offsets, atomically."""
-        items, states = [], {}
+        """Push the first ``n`` pending lines of each tail and save their offsets, atomically.
+
+        The lines go out as messages of at most ``batch_lines`` items; when the watcher is
+        catching up, several such messages share one transaction (one round trip).
+        """
+        messages: list[bytes] = []
+        states = {}
+        count = 0
         for tail, n in parts:
-            end = tail.pending[n]["off"] if n < len(tail.pending) else tail.pending_end
-            items.extend(tail.pending[:n])
+            batch, end = tail.messages(n, self.opts.batch_lines)
+            messages.extend(batch)
+            count += n
             states[tail.key] = tail.state.advanced(tail.fd, end)
         if self.uncertain:
             saved = self.client.hmget(self.offsets_key, list(states))
@@ -182,27 +190,24 @@ class Watcher:
                 return
         self.uncertain = True
         with self.client.pipeline(transaction=True) as pipe:
-            pipe.rpush(self.queue_key, orjson.dumps(items))
+            pipe.rpush(self.queue_key, *messages)
             pipe.hset(self.offsets_key, mapping={k: s.dumps() for k, s in states.items()})
-            pipe.hincrby(self.keys.stats, self.name, len(items))
-            rate_key = self.keys.rate(int(time.time() // 60))
-            pipe.hincrby(rate_key, self.name, len(items))
-            pipe.expire(rate_key, 3600)
             pipe.execute()
         self.uncertain = False
-        self.lines_pushed += len(items)
+        self.lines_pushed += count
+        self.stats.add(count)
         self._done(parts, states)
 
     def _done(self, parts: list[tuple[Tail, int]], states: dict[str, FileState]) -> None:
         for tail, n in parts:
-            del tail.pending[:n]
+            tail.drop(n)
             tail.state = states[tail.key]
         if not any(t.pending for t in self.tails.values()):
             self.first_pending_at = None
 
     def _commit_pending(self, tail: Tail) -> None:
         if tail.pending:
-            self._commit([(tail, len(tail.pending))])
+            self._commit([(tail, tail.pending)])
 
     @staticmethod
     def _still_at_path(tail: Tail) -> bool:
@@ -219,9 +224,10 @@ class Watcher:
     def pump(self) -> int:
         """Read what is there and commit full batches; bytes read."""
         total = 0
+        group = self.opts.batch_lines * BATCHES_PER_COMMIT
         for tail in self._ordered():
             self._check_truncation(tail)
-            while len(tail.pending) < self.opts.batch_lines:
+            while tail.pending < group:
                 got = tail.read(READ_BUDGET)
                 total += got
                 if not got:
@@ -230,15 +236,16 @@ class Watcher:
                     break
             if tail.pending and self.first_pending_at is None:
                 self.first_pending_at = time.monotonic()
-            while len(tail.pending) >= self.opts.batch_lines:
-                self._commit([(tail, self.opts.batch_lines)])
+            full = tail.pending - tail.pending % self.opts.batch_lines
+            if full:
+                self._commit([(tail, full)])
         return total
 
     def flush_due(self, force: bool = False) -> None:
         if self.first_pending_at is None:
             return
         if force or (time.monotonic() - self.first_pending_at) * 1000 >= self.opts.batch_ms:
-            parts = [(t, len(t.pending)) for t in self._ordered() if t.pending]
+            parts = [(t, t.pending) for t in self._ordered() if t.pending]
             if parts:
                 self._commit(parts)
             self.first_pending_at = None
@@ -271,6 +278,7 @@ class Watcher:
                     next_scan = time.monotonic() + self.opts.rescan_ms / 1000
                 got = self.pump()
                 self.flush_due()
+                self.stats.flush()
                 if self.rescan_needed or time.monotonic() >= next_scan:
                     self.rescan_needed = False
                     self.rescan()
@@ -285,6 +293,7 @@ class Watcher:
                 sleep_unless(self.flags, delay)
         try:
             self.flush_due(force=True)
+            self.stats.flush(force=True)
         except CONNECTION_ERRORS as exc:
             log.warning("%s: could not push the last lines before stopping (%s); they will be "
                         "read again at start", self.name, exc)

@@ -133,6 +133,7 @@ def run_consumer(
                             log.info("%s: batch handed back to %s", consumer.id, queue)
                             break
                     consumer.ack(delivery, outcome)
+                consumer.stats.flush()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + rcfg.heartbeat_ttl / 2
                     reap(client, rcfg, me=consumer.id)
@@ -143,6 +144,7 @@ def run_consumer(
                 consumer.after_connection_error()
                 sleep_unless(flags, delay)
         if started:
+            consumer.stats.flush(force=True)
             consumer.stop()
         log.info("%s: stopped", consumer.id)
         return 0

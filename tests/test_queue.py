@@ -44,6 +44,7 @@ def test_take_moves_to_inflight_and_ack_pushes_atomically(r: redis.Redis) -> Non
     assert c.ack(d, Outcome(pushes=[("out1", b"[1]"), ("out2", b"[2]")], count=1))
     assert r.llen(K.inflight("host/w1")) == 0
     assert r.lrange(K.queue("out1"), 0, -1) == [b"[1]"] and r.lrange(K.queue("out2"), 0, -1) == [b"[2]"]
+    c.stats.flush(force=True)
     assert int(r.hget(K.stats, "w1")) == 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import orjson
@@ -102,3 +103,24 @@ def test_sigterm_stops_workers_promptly_and_cleanly(write_cfg, tmp_path: Path, r
     assert worker.kill(signal.SIGTERM) == 0
     assert r.exists(K.heartbeat(r.hkeys(K.consumers)[0].decode())) == 0
     assert r.llen(K.inflight(r.hkeys(K.consumers)[0].decode())) == 0
+
+
+def test_worker_waits_for_redis_instead_of_dying(write_cfg, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.servers import RedisServer, free_port
+
+    port = free_port()
+    out = tmp_path / "out.log"
+    cfg = write_cfg(f"[logger_out]\ntype = filelogger\nlistento = q\nlogfile = {out}\n",
+                    redis_section=f"[redis]\nurl = redis://127.0.0.1:{port}/0\nheartbeat_ttl = 3\n")
+    worker = Worker(cfg, "logger_out", tmp_path).start()
+    server = RedisServer(tmp_path / "late-redis", port)
+    try:
+        time.sleep(3)
+        assert worker.proc is not None and worker.proc.poll() is None  # still alive, retrying
+        server.start()
+        push(server.client(), "q", [{"logline": "finally"}])
+        wait_for(lambda: out.exists() and out.read_text() == "finally\n", timeout=60, what="delivery")
+        assert "Redis unavailable" in (tmp_path / "logger_out.log").read_text()
+    finally:
+        worker.stop()
+        server.stop()

@@ -145,6 +145,8 @@ pushto = raw
         out = tmp_path / "out.log"
         wait_for(lambda: len(count_seq(out)[0]) == 3000, timeout=60, what="3000 lines through supervisord")
 
+        wait_for(lambda: json.loads(loglines(cfg, "status", "--json").stdout)["workers"]["logger_out"]
+                 ["items_total"] == 3000, timeout=10, what="stats flushed")
         status = json.loads(loglines(cfg, "status", "--json").stdout)
         assert status["supervisord"] == "running"
         assert status["workers"]["worker_parse"]["processes"] == {

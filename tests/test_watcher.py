@@ -252,7 +252,9 @@ def test_uncertain_commit_is_not_pushed_twice(r: redis.Redis, tmp_path: Path) ->
     tail = next(iter(w.tails.values()))
     w._commit([(tail, 1)])
     # pretend the reply was lost: the same lines are pending again and the commit is uncertain
-    tail.pending.append({"service": "svc", "logline": "one", "src": tail.state.sid, "off": 0})
+    tail.esc.append(b"one")
+    tail.offs.append(0)
+    tail.closes.append(b'"}')
     tail.state = FileState(**{**tail.state.__dict__, "offset": 0})
     w.uncertain = True
     w._commit([(tail, 1)])

@@ -16,29 +16,32 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.plugins._time import _cache as _ISO
 from pipeline.plugins._time import clf_to_iso
 
 OPTIONS = {"use_xff": "take the client IP from X-Forwarded-For when present (yes/no)"}
 
-_QUOTED = r'"((?:[^"\\]|\\.)*)"'
+_QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field, backslash escapes allowed (no backtracking)
 LINE = re.compile(
     r"(\S+) (\S+) (\S+) \[([^\]]{1,40})\] " + _QUOTED + r" (\d{3}|-) (\d+|-)"
-    r"(?: " + _QUOTED + " " + _QUOTED + r")?(?: " + _QUOTED + r")?(?: .*)?"
+    r"(?: " + _QUOTED + " " + _QUOTED + r")?(?: " + _QUOTED + r")?"
 )
 _HANDLE = r"(\d+(?:\.\d+)*/\d+)"
 _UUID = r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
 _CTX = r"(?:/[A-Za-z]+)?"  # a context path such as /xmlui or /jspui
-ROUTES: tuple[tuple[re.Pattern[str], str, str], ...] = (
-    (re.compile(_CTX + r"/bitstream/handle/" + _HANDLE + r"/([^/?]+)"), "download", "dspace"),
-    (re.compile(_CTX + r"/bitstream/" + _HANDLE + r"/\d+/([^/?]+)"), "download", "dspace"),
-    (re.compile(r"/server/api/core/bitstreams/" + _UUID + r"/content()"), "download", "dspace"),
-    (re.compile(r"/bitstreams/" + _UUID + r"/download()"), "download", "dspace"),
-    (re.compile(_CTX + r"/handle/" + _HANDLE + r"/?()$"), "item", "dspace"),
-    (re.compile(r"/(?:items|entities/[a-z]+)/" + _UUID + r"/?()$"), "item", "dspace"),
-    (re.compile(r"/(?:id/eprint/)?(\d+)/\d+\.has\w*ThumbnailVersion/([^/?]+)"), "thumbnail", "eprints"),
-    (re.compile(r"/(?:id/eprint/)?(\d+)/\d+/([^/?]+)$"), "download", "eprints"),
-    (re.compile(r"/(?:id/eprint/)?(\d+)/?()$"), "item", "eprints"),
+# Each route has two groups: the item id, and the file name (empty where there is none).
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    (_CTX + r"/bitstream/handle/" + _HANDLE + r"/([^/?]+)", "download", "dspace"),
+    (_CTX + r"/bitstream/" + _HANDLE + r"/\d+/([^/?]+)", "download", "dspace"),
+    (r"/server/api/core/bitstreams/" + _UUID + r"/content()", "download", "dspace"),
+    (r"/bitstreams/" + _UUID + r"/download()", "download", "dspace"),
+    (_CTX + r"/handle/" + _HANDLE + r"/?()$", "item", "dspace"),
+    (r"/(?:items|entities/[a-z]+)/" + _UUID + r"/?()$", "item", "dspace"),
+    (r"/(?:id/eprint/)?(\d+)/\d+\.has\w*ThumbnailVersion/([^/?]+)", "thumbnail", "eprints"),
+    (r"/(?:id/eprint/)?(\d+)/\d+/([^/?]+)$", "download", "eprints"),
+    (r"/(?:id/eprint/)?(\d+)/?()$", "item", "eprints"),
 )
+_ROUTE = re.compile("|".join(f"(?:{pattern})" for pattern, _, _ in ROUTES))
 _THUMB = re.compile(r"\.[A-Za-z0-9]{2,5}\.(?:jpg|png)$", re.IGNORECASE)
 
 
@@ -63,25 +66,25 @@ def parseline(jmsg: str) -> dict[str, Any] | None:
 
 
 def parse_line(line: str, use_xff: bool = False) -> dict[str, Any]:
-    match = LINE.fullmatch(line)
-    if match is None:
+    match = LINE.match(line)
+    if match is None or (match.end() != len(line) and line[match.end()] != " "):
         raise ValueError("not an access log line in combined or common log format")
     host, ident, user, stamp, request, status, size, referrer, agent, trailer = match.groups()
     method, _, rest = request.partition(" ")
     url, _, protocol = rest.rpartition(" ") if " " in rest else (rest, "", "")
-    path = url.partition("?")[0]
     xff = trailer if trailer and trailer != "-" else ""
     client = host
     if use_xff and xff:
         first = xff.split(",", 1)[0].strip()
         if _is_ip(first):
             client = first
-    record: dict[str, Any] = {
+    kind, repository, item_id = classify(url.partition("?")[0])
+    return {
         "client_ip": client,
         "remote_host": host,
         "ident": ident,
         "user": user,
-        "time": clf_to_iso(stamp),
+        "time": _ISO.get(stamp) or clf_to_iso(stamp),
         "method": method,
         "url": url,
         "protocol": protocol,
@@ -90,22 +93,29 @@ def parse_line(line: str, use_xff: bool = False) -> dict[str, Any]:
         "referrer": referrer or "",
         "user_agent": agent or "",
         "xff": xff,
+        "kind": kind,
+        "repository": repository,
+        "item_id": item_id,
     }
-    record.update(classify(path))
-    return record
 
 
-def classify(path: str) -> dict[str, str]:
-    if "/bitstream" in path or "/handle/" in path or "/items/" in path or "/entities/" in path \
-            or (len(path) > 1 and path[1].isdigit()) or path.startswith("/id/eprint/"):
-        for pattern, kind, repository in ROUTES:
-            match = pattern.match(path)
-            if match:
-                ident, filename = match.group(1), match.group(2)
-                if kind == "download" and filename and _THUMB.search(filename):
-                    kind = "thumbnail"
-                return {"kind": kind, "repository": repository, "item_id": ident}
-    return {"kind": "other", "repository": "", "item_id": ""}
+_OTHER = ("other", "", "")
+
+
+def classify(path: str) -> tuple[str, str, str]:
+    """(kind, repository, item id) of a request path."""
+    if not ("/bitstream" in path or "/handle/" in path or "/items/" in path or "/entities/" in path
+            or path[1:2].isdigit() or path.startswith("/id/eprint/")):
+        return _OTHER
+    match = _ROUTE.match(path)
+    if match is None:
+        return _OTHER
+    route = (match.lastindex - 1) // 2  # type: ignore[operator]
+    _, kind, repository = ROUTES[route]
+    ident, filename = match.group(2 * route + 1, 2 * route + 2)
+    if kind == "download" and filename and _THUMB.search(filename):
+        kind = "thumbnail"
+    return kind, repository, ident
 
 
 def _is_ip(text: str) -> bool:

@@ -1,0 +1,44 @@
+"""``make bench``: every benchmark, one table, written to bench/results/<date>.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCHMARKS = [
+    ("P1 watcher file->Redis (lines/s)", ["bench.watcher_bench"]),
+    ("P2 parser, accesslog (lines/s per process)", ["bench.parser_bench"]),
+]
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+
+
+def main() -> None:
+    rows = []
+    for title, module in BENCHMARKS:
+        out = subprocess.run([sys.executable, "-m", *module, *sys.argv[1:]], capture_output=True, text=True,
+                             check=True).stdout.strip().splitlines()[-1]
+        rows.append((title, out.split(":", 1)[1].strip()))
+        print(f"{title}: {rows[-1][1]}", flush=True)
+    table = ["| benchmark | result |", "| --- | --- |"] + [f"| {t} | {r} |" for t, r in rows]
+    text = f"# Benchmarks {time.strftime('%Y-%m-%d')}\n\n{machine()}\n\n" + "\n".join(table) + "\n"
+    results = Path(__file__).parent / "results"
+    results.mkdir(exist_ok=True)
+    (results / f"{time.strftime('%Y-%m-%d')}.md").write_text(text)
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
