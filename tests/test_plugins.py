@@ -14,7 +14,7 @@ from pipeline.options import ParserOptions
 from pipeline.parser import make_processor
 from pipeline.plugins import accesslog
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SAMPLES = Path(__file__).resolve().parent / "data"
 
 COMBINED = ('203.0.113.9 - - [10/Oct/2024:13:55:36 -0700] "GET /bitstream/handle/10023/1234/thesis.pdf'
             '?sequence=1 HTTP/1.1" 200 52311 "https://www.example.org/" "Mozilla/5.0 (X11)"')
@@ -96,7 +96,7 @@ def test_regexes_resist_adversarial_input() -> None:
 def test_kontext_sample_records() -> None:
     loaded = plugin_mod.load("kontext", options={"timezone": "Europe/Prague"})
     records, bots = [], 0
-    for path in sorted((SHARED / "kontext-sample").glob("application.log.*")):
+    for path in sorted((SAMPLES / "kontext-sample").glob("application.log.*")):
         for line in path.read_text().splitlines():
             out = loaded.parse({"service": "kontext", "logline": line})
             if out is None:
