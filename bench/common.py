@@ -37,3 +37,35 @@ def median_of(runs: int, measure: Callable[[], float]) -> tuple[float, float, fl
     """Median, min and max of ``runs`` measurements."""
     values = [measure() for _ in range(runs)]
     return statistics.median(values), min(values), max(values)
+
+
+def push_file(client, log: Path, batch_lines: int = 500) -> int:  # type: ignore[no-untyped-def]
+    """Run the watcher's code over the whole file into the queue ``raw``; lines pushed."""
+    from pipeline.keys import Keys
+    from pipeline.options import WatcherOptions
+    from pipeline.watcher import Watcher
+    from pipeline.worker import Flags
+
+    opts = WatcherOptions(logfile=(str(log),), pushto="raw", servicename="bench", batch_lines=batch_lines)
+    watcher = Watcher("bench", opts, client, Keys(), Flags())
+    watcher.load_state()
+    watcher.rescan(first=True)
+    while watcher.pump():
+        pass
+    watcher.flush_due(force=True)
+    for tail in watcher.tails.values():
+        tail.close()
+    return watcher.lines_pushed
+
+
+def run_with_redis(lines_count: int, runs: int, label: str, measure: Callable[..., float]) -> None:
+    """Make the data and a private Redis, print ``label: median (spread)`` of ``measure``."""
+    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
+    log = access_log(work / "access.log", lines_count)
+    server = private_redis(work / "redis")
+    try:
+        client = server.client()
+        med, low, high = median_of(runs, lambda: measure(client, log))
+        print(f"{label}: {med:,.0f} lines/s (median of {runs}, {low:,.0f}..{high:,.0f})")
+    finally:
+        server.stop()

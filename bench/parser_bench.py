@@ -3,49 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 
-from bench.common import access_log, median_of, private_redis
+from bench.common import push_file, run_with_redis
 from pipeline import plugin
 from pipeline.config import RedisConfig
-from pipeline.keys import Keys
-from pipeline.options import ParserOptions, WatcherOptions
+from pipeline.options import ParserOptions
 from pipeline.parser import make_processor
 from pipeline.queue import Consumer
-from pipeline.watcher import Watcher
-from pipeline.worker import Flags
-
-
-def fill(client, log: Path) -> int:  # type: ignore[no-untyped-def]
-    """The access log as the watcher pushes it (the parser's real input)."""
-    w = Watcher("fill", WatcherOptions(logfile=(str(log),), pushto="raw", servicename="bench"),
-                client, Keys(), Flags())
-    w.load_state()
-    w.rescan(first=True)
-    while w.pump():
-        pass
-    w.flush_due(force=True)
-    for tail in w.tails.values():
-        tail.close()
-    return w.lines_pushed
 
 
 def run_once(client, log: Path, plugin_name: str) -> float:  # type: ignore[no-untyped-def]
     client.flushall()
-    count = fill(client, log)
+    count = push_file(client, log)  # the parser's real input
     cfg = RedisConfig(embedded=False, url="redis://unused", block_timeout=0.1)
     consumer = Consumer(client, cfg, "raw", "bench/parser", "parser")
     consumer.start()
-    loaded = plugin.load(plugin_name)
-    process = make_processor(loaded, ParserOptions(listento="raw", pushto=("parsed",), plugin=plugin_name), "bench")
+    opts = ParserOptions(listento="raw", pushto=("parsed",), plugin=plugin_name)
+    process = make_processor(plugin.load(plugin_name), opts, "bench")
     done = 0
     started = time.perf_counter()
-    while True:
-        delivery = consumer.take()
-        if delivery is None:
-            break
+    while (delivery := consumer.take()) is not None:
         assert delivery.items is not None
         consumer.ack(delivery, process(delivery.items, "raw"))
         done += len(delivery.items)
@@ -60,15 +39,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--plugin", default="accesslog")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
-    log = access_log(work / "access.log", args.lines)
-    server = private_redis(work / "redis")
-    try:
-        client = server.client()
-        med, low, high = median_of(args.runs, lambda: run_once(client, log, args.plugin))
-        print(f"parser ({args.plugin}): {med:,.0f} lines/s per process (median of {args.runs}, {low:,.0f}..{high:,.0f})")
-    finally:
-        server.stop()
+    run_with_redis(args.lines, args.runs, f"parser ({args.plugin}) per process",
+                   lambda client, log: run_once(client, log, args.plugin))
 
 
 if __name__ == "__main__":

@@ -167,9 +167,9 @@ class _Section:
         except ValueError as exc:
             raise self.error(str(exc), key=key, value=raw) from None
 
-    def reject_unknown(self, allowed: set[str]) -> None:
+    def reject_unknown(self, allowed: set[str], prefix: str = "") -> None:
         for key in self.items:
-            if key not in allowed:
+            if key not in allowed and not (prefix and key.startswith(prefix)):
                 raise self.error(
                     "unknown key (allowed: " + ", ".join(sorted(allowed)) + ")", key=key
                 )
@@ -343,7 +343,7 @@ def _program(sec: _Section, base: Path, redis: dict[str, RedisConfig]) -> Progra
             )
         for name in required(options_type):
             sec.used.add(name)
-    sec.reject_unknown(allowed)
+    sec.reject_unknown(allowed, prefix="opt_" if kind == "parser" else "")  # plugin options
     return ProgramConfig(name=sec.name, type=kind, command=command, options=options, **common)
 
 

@@ -261,6 +261,7 @@ class Watcher:
             self._commit_pending(tail)
             tail.state = replace(tail.state, offset=tail.pos, closed=True)
             self.client.hset(self.offsets_key, key, tail.state.dumps())
+            self.saved[key] = tail.state  # should a glob match it again, it resumes at its end
             tail.close()
             del self.tails[key]
             log.info("%s: finished rotated file %s at offset %d", self.name, safe(tail.path), tail.pos)

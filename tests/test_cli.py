@@ -92,3 +92,13 @@ def test_enable_and_disable(write_cfg, tmp_path: Path) -> None:  # type: ignore[
     assert main(["-c", cfg, "enable", "logger_out"]) == 0 and link.is_symlink()
     assert main(["-c", cfg, "disable", "logger_out"]) == 0 and not link.exists()
     assert main(["-c", cfg, "enable", "nope"]) == 1
+
+
+def test_plugin_options_reach_the_plugin_and_bad_ones_fail_check(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "loglines.cfg"
+    base = "[worker_k]\ntype = parser\nlistento = a\npushto = b\nplugin = kontext\n"
+    cfg.write_text(base + "opt_timezone = Europe/Prague\n")
+    assert main(["-c", str(cfg), "check"]) == 0
+    cfg.write_text(base + "opt_timezone = Nowhere/Special\n")
+    assert main(["-c", str(cfg), "check"]) == 1
+    assert "unknown timezone" in capsys.readouterr().err
