@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Start a real Elasticsearch 8 node for the tests, in the background.
+#   tests/es/start-es.sh WORKDIR HTTP_PORT TRANSPORT_PORT [WRITE_QUEUE_SIZE]
+# Builds the runner with Maven (downloads are cached in ~/.m2), lays out the node's home under
+# WORKDIR, starts it (as an unprivileged user when run as root: Elasticsearch refuses root),
+# writes WORKDIR/es.pid and waits until the cluster answers. Stop it with: kill "$(cat WORKDIR/es.pid)".
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+work="$1"; http_port="$2"; transport_port="$3"; queue="${4:-0}"
+mkdir -p "$work"
+build="$work/build"
+if [ ! -f "$build/classpath.txt" ]; then
+  mkdir -p "$build"
+  (cd "$here" && mvn -B -q -DskipTests compile dependency:build-classpath \
+      -Dmdep.outputFile="$build/classpath.txt" >"$build/maven.log" 2>&1) \
+    || { cat "$build/maven.log" >&2; exit 1; }
+  (cd "$here/netty4" && mvn -B -q dependency:copy-dependencies \
+      -DoutputDirectory="$build/netty4" >>"$build/maven.log" 2>&1) \
+    || { cat "$build/maven.log" >&2; exit 1; }
+  cp -r "$here/target/classes" "$build/classes"
+fi
+home="$work/home"
+mkdir -p "$home/config" "$home/plugins" "$home/modules/transport-netty4" "$home/snapshots"
+touch "$home/config/elasticsearch.yml"
+cp "$build"/netty4/*.jar "$home/modules/transport-netty4/"
+cat >"$home/modules/transport-netty4/plugin-descriptor.properties" <<PROPS
+description=Netty 4 based transport implementation
+version=8.14.3
+name=transport-netty4
+classname=org.elasticsearch.transport.netty4.Netty4Plugin
+java.version=17
+elasticsearch.version=8.14.3
+extended.plugins=
+has.native.controller=false
+PROPS
+run=()
+if [ "$(id -u)" = 0 ]; then
+  id loglines-es >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin loglines-es
+  chown -R loglines-es "$work"
+  chmod -R o+rX "$build"
+  run=(setpriv --reuid loglines-es --regid loglines-es --clear-groups)
+fi
+java_bin="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+nohup "${run[@]}" "$java_bin" -Xms512m -Xmx512m -XX:+UseSerialGC \
+  --module-path "$(cat "$build/classpath.txt")" --add-modules ALL-MODULE-PATH \
+  -cp "$build/classes" loglines.testes.EsRunner "$home" "$http_port" "$transport_port" "$queue" \
+  >"$work/es.log" 2>&1 &
+echo $! >"$work/es.pid"
+for _ in $(seq 1 180); do
+  if curl -sf "http://127.0.0.1:$http_port/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null 2>&1; then
+    echo "http://127.0.0.1:$http_port"
+    exit 0
+  fi
+  if ! kill -0 "$(cat "$work/es.pid")" 2>/dev/null; then
+    tail -40 "$work/es.log" >&2
+    exit 1
+  fi
+  sleep 1
+done
+echo "Elasticsearch did not answer within 180 s" >&2
+tail -40 "$work/es.log" >&2
+exit 1
