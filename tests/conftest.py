@@ -58,9 +58,9 @@ def es_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail("Elasticsearch tests need Java and Maven (or LOGLINES_TEST_ES_URL)")
         pytest.skip("no Java/Maven to start Elasticsearch and no LOGLINES_TEST_ES_URL")
-    from tests.servers import free_port
-
     import tempfile
+
+    from tests.servers import free_port
 
     # not under pytest's private (0700) temp dir: the node runs as an unprivileged user
     work = Path(tempfile.mkdtemp(prefix="loglines-es-"))
