@@ -23,7 +23,11 @@ Command = Callable[[argparse.Namespace], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if rest and getattr(args, "index", None) is not None and all(r.isdigit() for r in rest):
+        args.index = [*args.index, *map(int, rest)]  # entry numbers after an option: dlq replay --failed 3
+    elif rest:
+        parser.error("unrecognized arguments: " + " ".join(rest))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -72,16 +76,23 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def _load_plugins(cfg: Config) -> None:
+    """Load every worker's plugin as the worker will: a broken one fails here, naming it."""
     from pipeline.parser import plugin_for
+    from pipeline.tracker import load_tracker_plugin
 
-    cfg = _load(args)
+    loaders = {"parser": plugin_for, "tracker": load_tracker_plugin}
     for program in cfg.programs.values():
-        if program.type == "parser":
+        if program.type in loaders:
             try:
-                plugin_for(cfg, program)
+                loaders[program.type](cfg, program)
             except PluginError as exc:
                 raise PluginError(f"[{program.name}]: {exc}") from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    _load_plugins(cfg)
     workers = [p.name for p in cfg.programs.values() if p.type]
     print(f"{cfg.path}: OK ({len(workers)} workers: {', '.join(workers) or 'none'})")
     return 0
@@ -121,13 +132,10 @@ def _supervisor_bin(name: str) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from pipeline.parser import plugin_for
     from pipeline.supervisord import generate, paths
 
     cfg = _load(args)
-    for program in cfg.programs.values():
-        if program.type == "parser":
-            plugin_for(cfg, program)
+    _load_plugins(cfg)
     generate(cfg)
     sup = cfg.supervisor
     print(f"web console: http://{sup.host}:{sup.port}/  user: {sup.username}  "
@@ -152,7 +160,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pipeline import broker, filelogger, logsetup, parser, watcher
+    from pipeline import broker, filelogger, logsetup, parser, tracker, watcher
     from pipeline.worker import Flags, install_signal_handlers
 
     cfg = _load(args)
@@ -161,7 +169,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     flags = Flags()
     install_signal_handlers(flags)
     runners = {"watcher": watcher.run, "parser": parser.run, "broker": broker.run,
-               "filelogger": filelogger.run}
+               "filelogger": filelogger.run, "tracker": tracker.run}
     return runners[program.type](cfg, program, flags)
 
 
@@ -180,23 +188,24 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     client, keys = _client(cfg), Keys(cfg.redis["redis"].prefix)
+    list_key = keys.failed if args.failed else keys.dead_letters
     if args.action == "list":
-        for index, entry in enumerate(dlq.entries(client, keys)):
+        for index, entry in enumerate(dlq.entries(client, list_key)):
             print(f"{index:>5}  {entry.get('time', '?')}  {entry.get('queue', '?'):<14} "
                   f"{entry.get('worker', '?'):<30} {str(entry.get('reason', ''))[:120]!r}")
     elif args.action == "show":
         for index in args.index or [0]:
-            for entry in dlq.entries(client, keys, index, index):
+            for entry in dlq.entries(client, list_key, index, index):
                 print(orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode())
     elif args.action == "replay":
         if not args.all and not args.index:
             raise ConfigError("name the entries to replay (numbers from 'dlq list') or use --all")
-        count = dlq.replay(client, keys, None if args.all else list(args.index), args.to)
+        count = dlq.replay(client, keys, list_key, None if args.all else list(args.index), args.to)
         print(f"replayed {count} entr{'y' if count == 1 else 'ies'}")
     elif args.action == "purge":
         if not args.yes:
-            raise ConfigError("purge deletes every dead letter: add --yes to confirm")
-        print(f"purged {dlq.purge(client, keys)} entries")
+            raise ConfigError("purge deletes every entry: add --yes to confirm")
+        print(f"purged {dlq.purge(client, list_key)} entries")
     return 0
 
 
@@ -252,6 +261,8 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("--all", action="store_true", help="replay every entry")
     dlq.add_argument("--to", default="", help="replay into this queue instead of the original")
     dlq.add_argument("--yes", action="store_true", help="confirm purge")
+    dlq.add_argument("--failed", action="store_true",
+                     help="the tracker's failed-requests list instead of the dead letters")
     backfill = add("backfill", cmd_backfill, "push existing or rotated-away logs (resumable)")
     backfill.add_argument("files", nargs="+")
     backfill.add_argument("--to", required=True, help="queue to push to")

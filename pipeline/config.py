@@ -20,6 +20,7 @@ from pipeline.errors import ConfigError
 from pipeline.options import (
     ALIASES,
     ORIGINAL_COMMANDS,
+    PLUGIN_OPTIONS,
     SINGLE_PROCESS,
     WORKER_TYPES,
     required,
@@ -343,7 +344,7 @@ def _program(sec: _Section, base: Path, redis: dict[str, RedisConfig]) -> Progra
             )
         for name in required(options_type):
             sec.used.add(name)
-    sec.reject_unknown(allowed, prefix="opt_" if kind == "parser" else "")  # plugin options
+    sec.reject_unknown(allowed, prefix="opt_" if kind in PLUGIN_OPTIONS else "")
     return ProgramConfig(name=sec.name, type=kind, command=command, options=options, **common)
 
 

@@ -49,6 +49,15 @@ class Keys:
         """The dead-letter list: JSON entries with the reason and the original payload."""
         return self._key("dlq")
 
+    @property
+    def failed(self) -> str:
+        """The failed-requests list: tracker events that ran out of attempts, waiting for a retry."""
+        return self._key("failed")
+
+    def sent(self, event_id: str) -> str:
+        """Exists (with a TTL) once a tracker event was accepted by the tracker."""
+        return self._key("sent", event_id)
+
     def offsets(self, watcher: str) -> str:
         """Hash: file identity -> saved position of a watcher (or a backfill)."""
         return self._key("offsets", watcher)

@@ -58,12 +58,42 @@ class FileLoggerOptions:
     fsync: bool = key(dt.boolean, "fsync the file before a batch is acknowledged", True)
 
 
+def _url(text: str) -> str:
+    value = text.strip()
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ValueError("expected an http:// or https:// URL")
+    return value
+
+
+@dataclass(frozen=True)
+class TrackerOptions:
+    listento: str = key(dt.name, "queue the events come from (raw lines or parsed records)")
+    plugin: str = key(dt.nonempty, "plugin with get_openurl_params(c, worker_section, pl)")
+    endpoint_url: str = key(_url, "the tracker's OpenURL endpoint")
+    url_ver: str = key(dt.nonempty, "OpenURL version sent when the plugin gives none", "Z39.88-2004")
+    rfr_id: str = key(str, "referrer id (the repository host) when the plugin gives none", "")
+    success: int = key(dt.integer(100, 599), "HTTP status that means success", 200)
+    timeout: float = key(dt.number(0.1), "seconds to wait for the tracker", 10.0)
+    pauseonfail: float = key(dt.number(0), "seconds to wait at least after a failure", 5.0)
+    ratelimit: float = key(dt.number(0), "seconds between requests, per process", 0.0)
+    success_queue: str = key(dt.name, "queue for events sent", "")
+    other_queue: str = key(dt.name, "queue for events not eligible, with the reason", "")
+    retries: int = key(dt.integer(1, 1000), "attempts before an event waits in the failed list", 5)
+    max_backoff: float = key(dt.number(1), "longest wait between attempts, seconds", 300.0)
+    retry_failed_every: float = key(dt.number(1), "seconds between automatic retries of failed events", 3600.0)
+    sent_ttl: int = key(dt.integer(60), "seconds an event id is remembered as sent", 30 * 86400)
+
+
 WORKER_TYPES: dict[str, type] = {
     "watcher": WatcherOptions,
     "parser": ParserOptions,
     "broker": BrokerOptions,
     "filelogger": FileLoggerOptions,
+    "tracker": TrackerOptions,
 }
+
+#: Types whose sections may carry ``opt_<name>`` keys for their plugin.
+PLUGIN_OPTIONS = {"parser", "tracker"}
 
 #: Types that run a single process only (their state is per process).
 SINGLE_PROCESS = {"watcher", "filelogger"}

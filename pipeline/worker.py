@@ -102,6 +102,7 @@ def run_consumer(
     make_handler: Callable[[Consumer, Flags], Handler],
     flags: Flags | None = None,
     client: redis.Redis | None = None,
+    tick: Callable[[], None] | None = None,
 ) -> int:
     flags = flags or Flags()
     rcfg = cfg.redis_for(program)
@@ -134,6 +135,8 @@ def run_consumer(
                             break
                     consumer.ack(delivery, outcome)
                 consumer.stats.flush()
+                if tick is not None:
+                    tick()
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + rcfg.heartbeat_ttl / 2
                     reap(client, rcfg, me=consumer.id)
