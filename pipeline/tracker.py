@@ -20,6 +20,7 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import logging
+import os
 import time
 import traceback
 from collections.abc import Mapping
@@ -65,6 +66,10 @@ class Tracker:
         self.opts = opts
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "loglines-tracker/1"
+        # proxies and CA bundle from the environment are read once, not on every request
+        self.session.proxies = requests.utils.get_environ_proxies(opts.endpoint_url)
+        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self.session.trust_env = False
         self.last_request = 0.0
 
     def url(self, params: Mapping[str, str]) -> str:
@@ -169,9 +174,8 @@ class Forwarder:
         dead: list[bytes] = []
         parked: list[bytes] = []
         worker, queue = self.consumer.id, self.opts.listento
+        events: list[tuple[dict[str, Any], Event]] = []
         for item in delivery.items or ():
-            if self.flags.stop:
-                raise HandBack()  # what was sent is remembered by id: not sent twice
             try:
                 prepared = self.prepare(item)
             except Exception as exc:
@@ -179,23 +183,31 @@ class Forwarder:
                     reason=f"plugin {self.plugin.name} raised {type(exc).__name__}: {exc}",
                     worker=worker, queue=queue, item=item, detail=traceback.format_exc(limit=4)))
                 continue
-            if not isinstance(prepared, Event):
+            if isinstance(prepared, Event):
+                events.append((item, prepared))
+            else:
                 others.append(prepared[1])
+        with self.consumer.client.pipeline(transaction=False) as pipe:
+            for _, event in events:
+                pipe.exists(self.keys.sent(event.event_id))
+            already = pipe.execute() if events else []
+        for (item, event), was_sent in zip(events, already, strict=True):
+            if was_sent:
+                sent.append(event.record)
                 continue
-            if self.consumer.client.exists(self.keys.sent(prepared.event_id)):
-                sent.append(prepared.record)
-                continue
+            if self.flags.stop:
+                raise HandBack()  # what was sent is remembered by id: not sent twice
             try:
-                reason = self.deliver(prepared)
+                reason = self.deliver(event)
             except PermanentError as exc:
                 dead.append(message.dead_letter(
                     reason=f"tracker refused the event: {exc}", worker=worker, queue=queue,
-                    item=item, detail=self.tracker.url(prepared.params)))
+                    item=item, detail=self.tracker.url(event.params)))
                 continue
             if reason is None:
-                sent.append(prepared.record)
+                sent.append(event.record)
             else:
-                parked.append(self.parked_entry(prepared, reason))
+                parked.append(self.parked_entry(event, reason))
         pushes = []
         if sent and self.opts.success_queue:
             pushes.append((self.opts.success_queue, message.encode(sent)))

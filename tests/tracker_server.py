@@ -24,6 +24,8 @@ class TrackerServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            wbufsize = 65536  # headers and body in one write: no Nagle/delayed-ACK stalls
+            disable_nagle_algorithm = True
 
             def do_GET(self) -> None:  # noqa: N802
                 params = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))

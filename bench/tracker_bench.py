@@ -1,0 +1,72 @@
+"""Tracker forwarder events/s to a local tracker that answers at once, with and without ratelimit."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+from bench.common import median_of, private_redis
+from bench.genlog import lines
+from pipeline import config
+from pipeline.keys import Keys
+from pipeline.queue import Consumer
+from pipeline.tracker import Forwarder
+from pipeline.worker import Flags
+from tests.tracker_server import TrackerServer
+
+
+def downloads(count: int) -> list[dict]:
+    out: list[dict] = []
+    for n, text in enumerate(lines(count * 20, seed=5)):
+        if '" 200 ' in text and ("/bitstream/handle/" in text and ".pdf?" in text and "bot" not in text):
+            out.append({"service": "bench", "logline": text, "src": "b", "off": n})
+            if len(out) == count:
+                break
+    return out
+
+
+def run_once(client, work: Path, url: str, events: list[dict], ratelimit: float) -> float:  # type: ignore[no-untyped-def]
+    client.flushall()
+    path = work / "loglines.cfg"
+    path.write_text(f"[redis]\nurl = redis://127.0.0.1:{client.connection_pool.connection_kwargs['port']}/0\n"
+                    f"[worker_irus]\ntype = tracker\nlistento = events\nplugin = repository\n"
+                    f"endpoint_url = {url}\nratelimit = {ratelimit}\nopt_oai_host = bench.example\n")
+    cfg = config.load(path)
+    program = cfg.programs["worker_irus"]
+    for i in range(0, len(events), 100):
+        client.rpush(Keys().queue("events"), orjson.dumps(events[i:i + 100]))
+    consumer = Consumer(client, cfg.redis["redis"], "events", "bench/tracker", "tracker")
+    consumer.start()
+    forwarder = Forwarder(cfg, program, consumer, Flags())
+    started = time.perf_counter()
+    while (delivery := consumer.take()) is not None:
+        consumer.ack(delivery, forwarder.handle(delivery))
+    return len(events) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=3000)
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
+    events = downloads(args.events)
+    server = private_redis(work / "redis")
+    try:
+        with TrackerServer() as tracker:
+            client = server.client()
+            for ratelimit in (0.0, 0.005):
+                med, low, high = median_of(args.runs, lambda r=ratelimit: run_once(client, work, tracker.url, events, r))
+                assert len(tracker.accepted()) >= len(events)
+                print(f"tracker ratelimit={ratelimit}: {med:,.0f} events/s (median of {args.runs}, "
+                      f"{low:,.0f}..{high:,.0f})")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
