@@ -12,6 +12,7 @@ from pathlib import Path
 BENCHMARKS = [
     ("P1 watcher file->Redis (lines/s)", ["bench.watcher_bench"]),
     ("P2 parser, accesslog (lines/s per process)", ["bench.parser_bench"]),
+    ("Tracker forwarder (events/s, local tracker)", ["bench.tracker_bench"]),
 ]
 
 
@@ -28,10 +29,12 @@ def machine() -> str:
 def main() -> None:
     rows = []
     for title, module in BENCHMARKS:
-        out = subprocess.run([sys.executable, "-m", *module, *sys.argv[1:]], capture_output=True, text=True,
-                             check=True).stdout.strip().splitlines()[-1]
-        rows.append((title, out.split(":", 1)[1].strip()))
-        print(f"{title}: {rows[-1][1]}", flush=True)
+        out = subprocess.run([sys.executable, "-m", *module], capture_output=True, text=True,
+                             check=True).stdout.strip().splitlines()
+        for result in out:
+            label, _, figure = result.partition(": ")
+            rows.append((title if len(out) == 1 else f"{title}, {label}", figure.strip()))
+            print(f"{rows[-1][0]}: {rows[-1][1]}", flush=True)
     table = ["| benchmark | result |", "| --- | --- |"] + [f"| {t} | {r} |" for t, r in rows]
     text = f"# Benchmarks {time.strftime('%Y-%m-%d')}\n\n{machine()}\n\n" + "\n".join(table) + "\n"
     results = Path(__file__).parent / "results"
