@@ -160,12 +160,14 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pipeline import broker, filelogger, logsetup, parser, tracker, watcher
+    from pipeline import broker, filelogger, logsetup, parser, robots, tracker, watcher
     from pipeline.worker import Flags, install_signal_handlers
 
     cfg = _load(args)
     program = cfg.worker(args.name)
     logsetup.setup(cfg.log_level)
+    if robots.override_path(cfg.var_dir).exists():
+        os.environ[robots.OVERRIDE_ENV] = str(robots.override_path(cfg.var_dir))
     flags = Flags()
     install_signal_handlers(flags)
     runners = {"watcher": watcher.run, "parser": parser.run, "broker": broker.run,
@@ -223,6 +225,19 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_robots(args: argparse.Namespace) -> int:
+    from pipeline import robots
+
+    cfg = _load(args)
+    try:
+        count = robots.install(Path(args.file), cfg.var_dir)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    print(f"installed {count} robot patterns to {robots.override_path(cfg.var_dir)}; "
+          "restart the parser and tracker workers to use them")
+    return 0
+
+
 def cmd_reap(args: argparse.Namespace) -> int:
     from pipeline.reaper import reap
 
@@ -268,5 +283,8 @@ def _parser() -> argparse.ArgumentParser:
     backfill.add_argument("--to", required=True, help="queue to push to")
     backfill.add_argument("--service", default="backfill", help="service name for the lines")
     backfill.add_argument("--quiet", action="store_true", help="no progress bar")
+    robots_cmd = add("robots", cmd_robots, "replace the COUNTER robots list: robots update FILE")
+    robots_cmd.add_argument("action", choices=["update"])
+    robots_cmd.add_argument("file", help="a COUNTER_Robots_list.json")
     add("reap", cmd_reap, "return the in-flight batches of dead workers to their queues now")
     return parser

@@ -7,6 +7,7 @@ as COUNTER R5 prescribes. Results are cached per distinct user agent.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from functools import lru_cache
@@ -16,9 +17,17 @@ from pathlib import Path
 import orjson
 
 LIST_NAME = "COUNTER_Robots_list.json"
+#: Set (by the worker, from ``loglines robots update``) to use a newer list than the shipped one.
+OVERRIDE_ENV = "LOGLINES_ROBOTS_LIST"
+
+
+def override_path(var_dir: Path) -> Path:
+    return var_dir / "robots" / LIST_NAME
 
 
 def load_patterns(path: Path | None = None) -> list[str]:
+    if path is None and os.environ.get(OVERRIDE_ENV):
+        path = Path(os.environ[OVERRIDE_ENV])
     raw = path.read_bytes() if path else resources.files("pipeline.data").joinpath(LIST_NAME).read_bytes()
     entries = orjson.loads(raw)
     if not isinstance(entries, list):
@@ -45,3 +54,20 @@ class RobotFilter:
 @lru_cache(maxsize=1)
 def counter_robots() -> RobotFilter:
     return RobotFilter(load_patterns())
+
+
+def install(source: Path, var_dir: Path) -> int:
+    """Validate a robots list and make it the one workers use; how many patterns it has."""
+    try:
+        patterns = load_patterns(source)
+        RobotFilter(patterns)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{source}: not a usable COUNTER robots list: {exc}") from None
+    if not patterns:
+        raise ValueError(f"{source}: the list has no patterns")
+    target = override_path(var_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_bytes(source.read_bytes())
+    tmp.replace(target)
+    return len(patterns)

@@ -102,3 +102,26 @@ def test_plugin_options_reach_the_plugin_and_bad_ones_fail_check(tmp_path: Path,
     cfg.write_text(base + "opt_timezone = Nowhere/Special\n")
     assert main(["-c", str(cfg), "check"]) == 1
     assert "unknown timezone" in capsys.readouterr().err
+
+
+def test_robots_update_validates_and_installs(write_cfg, tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from pipeline import robots
+
+    cfg = str(write_cfg(""))
+    bad = tmp_path / "bad.json"
+    bad.write_text('[{"pattern": "(unclosed"}]')
+    assert main(["-c", cfg, "robots", "update", str(bad)]) == 1
+    assert "not a usable COUNTER robots list" in capsys.readouterr().err
+    good = tmp_path / "good.json"
+    good.write_text('[{"pattern": "^MyHarvester"}, {"pattern": "crawl"}]')
+    assert main(["-c", cfg, "robots", "update", str(good)]) == 0
+    installed = robots.override_path(tmp_path / "var")
+    assert robots.load_patterns(installed) == ["^MyHarvester", "crawl"]
+    assert robots.RobotFilter(robots.load_patterns(installed)).is_robot("myharvester/1.0")
+    monkeypatch.setenv(robots.OVERRIDE_ENV, str(installed))  # what 'loglines worker' does
+    robots.counter_robots.cache_clear()
+    try:
+        assert robots.counter_robots().is_robot("MyHarvester/2") and not robots.counter_robots().is_robot("bingbot")
+    finally:
+        monkeypatch.delenv(robots.OVERRIDE_ENV)
+        robots.counter_robots.cache_clear()
