@@ -160,7 +160,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pipeline import broker, filelogger, logsetup, parser, robots, tracker, watcher
+    from pipeline import broker, esindexer, filelogger, logsetup, parser, robots, tracker, watcher
     from pipeline.worker import Flags, install_signal_handlers
 
     cfg = _load(args)
@@ -171,7 +171,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     flags = Flags()
     install_signal_handlers(flags)
     runners = {"watcher": watcher.run, "parser": parser.run, "broker": broker.run,
-               "filelogger": filelogger.run, "tracker": tracker.run}
+               "filelogger": filelogger.run, "tracker": tracker.run, "esindexer": esindexer.run}
     return runners[program.type](cfg, program, flags)
 
 

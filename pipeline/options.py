@@ -84,12 +84,32 @@ class TrackerOptions:
     sent_ttl: int = key(dt.integer(60), "seconds an event id is remembered as sent", 30 * 86400)
 
 
+@dataclass(frozen=True)
+class EsIndexerOptions:
+    listento: str = key(dt.name, "queue the records come from")
+    index: str = key(dt.nonempty, "index name; strftime codes use the event's own time", "loglines-%Y.%m.%d")
+    hosts: tuple[str, ...] = key(dt.string_list, "Elasticsearch URLs", ("http://127.0.0.1:9200",))
+    username: str = key(str, "basic-auth user", "")
+    password: str = key(str, "basic-auth password", "")
+    api_key: str = key(str, "API key (instead of username/password)", "")
+    ca_certs: str = key(str, "CA bundle for https", "")
+    verify_certs: bool = key(dt.boolean, "verify the server's certificate", True)
+    pipeline: str = key(str, "ingest pipeline applied to every document", "")
+    batch_docs: int = key(dt.integer(1, 100_000), "documents per bulk request at most", 1000)
+    batch_bytes: int = key(dt.byte_size, "bytes per bulk request at most", 5 * 1024 * 1024)
+    time_field: str = key(dt.nonempty, "record field with the event time (ISO 8601)", "time")
+    id_fields: tuple[str, ...] = key(dt.string_list, "fields hashed into the id of records without a line id", ())
+    request_timeout: float = key(dt.number(1), "seconds per bulk request", 60.0)
+    max_backoff: float = key(dt.number(1), "longest wait between retries, seconds", 60.0)
+
+
 WORKER_TYPES: dict[str, type] = {
     "watcher": WatcherOptions,
     "parser": ParserOptions,
     "broker": BrokerOptions,
     "filelogger": FileLoggerOptions,
     "tracker": TrackerOptions,
+    "esindexer": EsIndexerOptions,
 }
 
 #: Types whose sections may carry ``opt_<name>`` keys for their plugin.

@@ -1,0 +1,124 @@
+"""The Elasticsearch indexer against a real Elasticsearch 8 node."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import redis
+from elasticsearch import Elasticsearch
+
+from bench.genlog import lines
+from pipeline.esindexer import document_id, index_name
+from pipeline.keys import Keys
+from tests.procs import SEQ, Worker
+from tests.servers import wait_for
+
+K = Keys()
+pytestmark = pytest.mark.slow
+
+
+def es_client(url: str) -> Elasticsearch:
+    return Elasticsearch(url, request_timeout=60)
+
+
+def indexer_section(es_url: str, index: str, name: str = "worker_es", listento: str = "parsed") -> str:
+    return f"""
+        [{name}]
+        type = esindexer
+        listento = {listento}
+        hosts = {es_url}
+        index = {index}
+        batch_docs = 300
+        max_backoff = 2
+    """
+
+
+def count(es: Elasticsearch, index: str) -> int:
+    es.indices.refresh(index=index, ignore_unavailable=True)
+    result = es.count(index=index, ignore_unavailable=True)
+    return int(result["count"])
+
+
+def test_ids_and_index_names() -> None:
+    record = {"service": "s", "src": "abc", "off": 10, "time": "2024-10-10T13:55:36+02:00"}
+    assert document_id(record, ()) == document_id(dict(record, other=1), ())  # the line decides
+    assert document_id({"a": 1, "b": 2}, ("a",)) == document_id({"a": 1, "b": 3}, ("a",))
+    assert document_id({"a": 1, "b": 2}, ()) != document_id({"a": 1, "b": 3}, ())
+    assert index_name("access-%Y.%m.%d", record, "time") == "access-2024.10.10"
+    assert index_name("logs", record, "time") == "logs"
+
+
+def test_100k_lines_exactly_once_through_two_sigkills(es_url: str, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    es = es_client(es_url)
+    index = "e2e-access"
+    log = tmp_path / "access.log"
+    cfg = write_cfg(f"""
+        [logger_access]
+        type = watcher
+        logfile = {log}
+        pushto = raw
+
+        [worker_parse]
+        type = parser
+        listento = raw
+        pushto = parsed
+        plugin = accesslog
+    """ + indexer_section(es_url, index))
+    every = list(lines(100_000, seed=11, seq=True))
+    log.write_text("")
+    workers = [Worker(cfg, name, tmp_path).start() for name in ("logger_access", "worker_parse", "worker_es")]
+    try:
+        with log.open("a") as handle:
+            for start in range(0, len(every), 10_000):
+                handle.write("\n".join(every[start:start + 10_000]) + "\n")
+                handle.flush()
+                if start in (30_000, 60_000):
+                    wait_for(lambda s=start: count(es, index) > s - 20_000, timeout=120, interval=1,
+                             what="indexing under way")
+                    workers[2].restart()  # SIGKILL mid-bulk
+        wait_for(lambda: count(es, index) >= 100_000 and r.llen(K.queue("parsed")) == 0, timeout=600,
+                 interval=2, what="100,000 documents")
+        time.sleep(2)
+        assert count(es, index) == 100_000
+        seqs = set()
+        for hit in _scan(es, index):
+            match = SEQ.search(hit["_source"]["url"])
+            assert match is not None
+            seqs.add(int(match.group(1)))
+        assert seqs == set(range(100_000))
+        assert r.llen(K.dead_letters) == 0
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def _scan(es: Elasticsearch, index: str):  # type: ignore[no-untyped-def]
+    from elasticsearch.helpers import scan
+
+    yield from scan(es, index=index, query={"query": {"match_all": {}}}, _source=["url"], size=5000)
+
+
+def test_mapping_conflict_dead_letters_only_the_bad_documents(es_url: str, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    es = es_client(es_url)
+    index = "conflict-check"
+    es.options(ignore_status=404).indices.delete(index=index)
+    es.indices.create(index=index, mappings={"properties": {"n": {"type": "integer"}}})
+    cfg = write_cfg(indexer_section(es_url, index, listento="records"))
+    worker = Worker(cfg, "worker_es", tmp_path).start()
+    try:
+        records = [{"service": "t", "src": "x", "off": i, "n": "not a number" if i % 10 == 3 else i} for i in range(100)]
+        r.rpush(K.queue("records"), orjson.dumps(records))
+        r.rpush(K.queue("records"), orjson.dumps(records[:50]))  # a redelivery: 409s, nothing new
+        wait_for(lambda: r.llen(K.queue("records")) == 0 and r.llen(K.dead_letters) >= 10, timeout=60,
+                 what="indexing")
+        time.sleep(1)
+        assert count(es, index) == 90
+        assert r.llen(K.dead_letters) == 10 + 5  # the redelivered batch repeats 5 bad ones
+        entry = orjson.loads(r.lindex(K.dead_letters, 0))
+        assert "document_parsing_exception" in entry["reason"] or "mapper_parsing_exception" in entry["reason"]
+        assert entry["item"]["n"] == "not a number"
+    finally:
+        worker.stop()
