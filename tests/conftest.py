@@ -41,44 +41,107 @@ def write_cfg(tmp_path: Path, redis_server: RedisServer):  # type: ignore[no-unt
     return write
 
 
+class EsNode:
+    """One real Elasticsearch node started by tests/es/start-es.sh; stop() and start() again
+    keep its data (the same home)."""
+
+    def __init__(self, build: Path, queue_size: int = 0) -> None:
+        import tempfile
+
+        from tests.servers import free_port
+
+        # not under pytest's private (0700) temp dir: the node runs as an unprivileged user
+        self.work = Path(tempfile.mkdtemp(prefix="loglines-es-"))
+        self.work.chmod(0o755)
+        self.build, self.queue_size = build, queue_size
+        self.ports = (free_port(), free_port())
+        self.url = f"http://127.0.0.1:{self.ports[0]}"
+
+    def start(self) -> EsNode:
+        import os
+        import subprocess
+
+        script = Path(__file__).parent / "es" / "start-es.sh"
+        env = dict(os.environ, LOGLINES_ES_BUILD=str(self.build))
+        started = subprocess.run(
+            [str(script), str(self.work), str(self.ports[0]), str(self.ports[1]), str(self.queue_size)],
+            capture_output=True, text=True, timeout=1500, env=env)
+        if started.returncode != 0:
+            pytest.fail(f"Elasticsearch did not start:\n{started.stderr[-3000:]}")
+        return self
+
+    @property
+    def pid(self) -> int:
+        return int((self.work / "es.pid").read_text())
+
+    def stop(self) -> None:
+        import os
+        import signal
+        import time
+
+        pid = self.pid
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        for _ in range(600):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+    def remove(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def es_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Elasticsearch 8: $LOGLINES_TEST_ES_URL, or a node started by tests/es/start-es.sh."""
+def es_build() -> Iterator[Path]:
+    """Where the test node's runner is built once for the session."""
     import os
     import shutil
-    import signal
-    import subprocess
-    import time
+    import tempfile
+
+    if not (shutil.which("mvn") and shutil.which("java")):
+        if os.environ.get("CI") == "true":
+            pytest.fail("Elasticsearch tests need Java and Maven (or LOGLINES_TEST_ES_URL)")
+        pytest.skip("no Java/Maven to start Elasticsearch and no LOGLINES_TEST_ES_URL")
+    build = Path(tempfile.mkdtemp(prefix="loglines-es-build-"))
+    build.chmod(0o755)
+    yield build
+    shutil.rmtree(build, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def es_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A real Elasticsearch 8: $LOGLINES_TEST_ES_URL, or a node started for the session."""
+    import os
 
     explicit = os.environ.get("LOGLINES_TEST_ES_URL")
     if explicit:
         yield explicit.rstrip("/")
         return
-    if not (shutil.which("mvn") and shutil.which("java")):
-        if os.environ.get("CI") == "true":
-            pytest.fail("Elasticsearch tests need Java and Maven (or LOGLINES_TEST_ES_URL)")
-        pytest.skip("no Java/Maven to start Elasticsearch and no LOGLINES_TEST_ES_URL")
-    import tempfile
-
-    from tests.servers import free_port
-
-    # not under pytest's private (0700) temp dir: the node runs as an unprivileged user
-    work = Path(tempfile.mkdtemp(prefix="loglines-es-"))
-    work.chmod(0o755)
-    script = Path(__file__).parent / "es" / "start-es.sh"
-    started = subprocess.run([str(script), str(work), str(free_port()), str(free_port())],
-                             capture_output=True, text=True, timeout=1500)
-    if started.returncode != 0:
-        pytest.fail(f"Elasticsearch did not start:\n{started.stderr[-3000:]}")
-    pid = int((work / "es.pid").read_text())
+    node = EsNode(request.getfixturevalue("es_build")).start()
     try:
-        yield started.stdout.strip().splitlines()[-1]
+        yield node.url
     finally:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(300):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.1)
-        shutil.rmtree(work, ignore_errors=True)
+        node.remove()
+
+
+@pytest.fixture
+def es_node_factory(es_build: Path) -> Iterator[object]:
+    """Start extra nodes of our own (to stop them, or with a tiny write queue)."""
+    nodes: list[EsNode] = []
+
+    def make(queue_size: int = 0) -> EsNode:
+        node = EsNode(es_build, queue_size).start()
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.remove()

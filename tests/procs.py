@@ -14,13 +14,20 @@ SEQ = re.compile(r"seq=(\d+)")
 
 
 class Worker:
-    def __init__(self, cfg: Path, name: str, logdir: Path) -> None:
+    def __init__(self, cfg: Path, name: str, logdir: Path, process_name: str = "") -> None:
         self.cfg, self.name, self.logdir = cfg, name, logdir
+        self.process_name = process_name  # as supervisord's numprocs names them: a distinct consumer
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def logfile(self) -> Path:
+        return self.logdir / f"{self.process_name or self.name}.log"
 
     def start(self) -> Worker:
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        log = open(self.logdir / f"{self.name}.log", "ab")
+        if self.process_name:
+            env["SUPERVISOR_PROCESS_NAME"] = self.process_name
+        log = open(self.logfile, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "-c", str(self.cfg), "worker", self.name],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cfg.parent)

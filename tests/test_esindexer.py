@@ -122,3 +122,62 @@ def test_mapping_conflict_dead_letters_only_the_bad_documents(es_url: str, write
         assert entry["item"]["n"] == "not a number"
     finally:
         worker.stop()
+
+
+def rss_kib(pid: int) -> int:
+    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if row.startswith("VmRSS:"):
+            return int(row.split()[1])
+    return 0
+
+
+def records(n: int, start: int = 0) -> list[dict]:
+    return [{"service": "t", "src": "load", "off": i, "seq": i, "text": "x" * 200} for i in range(start, start + n)]
+
+
+def test_real_429s_are_retried_until_every_document_is_in(es_node_factory, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    node = es_node_factory(queue_size=1)  # one write thread, a write queue of one: bulk requests bounce
+    es = es_client(node.url)
+    index = "throttled"
+    cfg = write_cfg(indexer_section(node.url, index, listento="records").replace("batch_docs = 300", "batch_docs = 50"))
+    for start in range(0, 20_000, 500):
+        r.rpush(K.queue("records"), orjson.dumps(records(500, start)))
+    workers = [Worker(cfg, "worker_es", tmp_path, f"worker_es_{n:02d}").start() for n in range(4)]
+    try:
+        wait_for(lambda: r.llen(K.queue("records")) == 0 and count(es, index) >= 20_000, timeout=600,
+                 interval=2, what="20,000 documents through 429s")
+        time.sleep(2)
+        assert count(es, index) == 20_000 and r.llen(K.dead_letters) == 0
+        logs = "".join(w.logfile.read_text() for w in workers)
+        assert "with 429" in logs or "answered 429" in logs
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def test_elasticsearch_down_for_30s_under_load(es_node_factory, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    node = es_node_factory()
+    es = es_client(node.url)
+    index = "outage"
+    cfg = write_cfg(indexer_section(node.url, index, listento="records"))
+    worker = Worker(cfg, "worker_es", tmp_path).start()
+    try:
+        r.rpush(K.queue("records"), orjson.dumps(records(500)))
+        wait_for(lambda: count(es, index) == 500, timeout=60, what="first batch")
+        node.stop()
+        samples = []
+        for second in range(30):  # the backlog grows in Redis while Elasticsearch is away
+            r.rpush(K.queue("records"), orjson.dumps(records(500, 500 + second * 500)))
+            assert worker.proc is not None
+            samples.append(rss_kib(worker.proc.pid))
+            time.sleep(1)
+        assert r.llen(K.queue("records")) >= 28  # it stopped taking batches
+        assert max(samples[5:]) - min(samples[5:]) < 8 * 1024  # memory flat while down
+        node.start()
+        wait_for(lambda: r.llen(K.queue("records")) == 0 and count(es, index) >= 15_500, timeout=300,
+                 interval=2, what="the backlog to drain")
+        time.sleep(2)
+        assert count(es, index) == 15_500 and r.llen(K.dead_letters) == 0
+        assert "unreachable" in worker.logfile.read_text()
+    finally:
+        worker.stop()

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Start a real Elasticsearch 8 node for the tests, in the background.
 #   tests/es/start-es.sh WORKDIR HTTP_PORT TRANSPORT_PORT [WRITE_QUEUE_SIZE]
-# Builds the runner with Maven (downloads are cached in ~/.m2), lays out the node's home under
-# WORKDIR, starts it (as an unprivileged user when run as root: Elasticsearch refuses root),
-# writes WORKDIR/es.pid and waits until the cluster answers. Stop it with: kill "$(cat WORKDIR/es.pid)".
+# Builds the runner with Maven (downloads are cached in ~/.m2; the build goes to
+# $LOGLINES_ES_BUILD, default WORKDIR/build, so several nodes can share one), lays out the
+# node's home under WORKDIR (kept: starting again on the same WORKDIR restarts the same node
+# with its data), starts it as an unprivileged user when run as root (Elasticsearch refuses
+# root), writes WORKDIR/es.pid and waits until the cluster answers.
+# Stop it with: kill "$(cat WORKDIR/es.pid)".
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 work="$1"; http_port="$2"; transport_port="$3"; queue="${4:-0}"
 mkdir -p "$work"
-build="$work/build"
+build="${LOGLINES_ES_BUILD:-$work/build}"
 if [ ! -f "$build/classpath.txt" ]; then
   mkdir -p "$build"
   (cd "$here" && mvn -B -q -DskipTests compile dependency:build-classpath \
@@ -36,7 +39,7 @@ PROPS
 run=()
 if [ "$(id -u)" = 0 ]; then
   id loglines-es >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin loglines-es
-  chown -R loglines-es "$work"
+  chown -R loglines-es "$home" "$work"
   chmod -R o+rX "$build"
   run=(setpriv --reuid loglines-es --regid loglines-es --clear-groups)
 fi
