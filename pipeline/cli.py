@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 import redis
+from elasticsearch import ApiError
 
 from pipeline import config as config_mod
 from pipeline.config import Config
@@ -38,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except redis.RedisError as exc:
         print(f"loglines: error: Redis: {exc}", file=sys.stderr)
+        return 1
+    except ApiError as exc:
+        print(f"loglines: error: Elasticsearch: {exc.meta.status} {exc.message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -238,6 +242,45 @@ def cmd_robots(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_es(args: argparse.Namespace) -> int:
+    from pipeline import esops
+    from pipeline.esindexer import client
+
+    cfg = _load(args)
+    indexers = {n: p.options for n, p in cfg.programs.items() if p.type == "esindexer"}
+    if not indexers:
+        raise ConfigError("no [worker_*] section with type = esindexer to take the connection from",
+                          file=str(cfg.path))
+    name = args.worker or next(iter(indexers))
+    if name not in indexers:
+        raise ConfigError(f"no esindexer named {name!r} (esindexers: {', '.join(indexers)})", file=str(cfg.path))
+    es = client(indexers[name])
+    if args.action == "setup":
+        print(esops.check(es))
+        for line in esops.setup(es, indexers):
+            print(f"template {line}")
+    elif args.action == "migrate":
+        folder = Path(args.dir) if args.dir else cfg.base_dir / "migrations"
+        done = esops.migrate(es, folder)
+        print("\n".join(f"applied {m}" for m in done) or "nothing to apply")
+    elif args.action == "snapshot":
+        if not args.repository:
+            raise ConfigError("snapshot needs --repository NAME")
+        if args.register:
+            esops.register_repository(es, args.repository, args.register)
+        if args.what == "create":
+            snap = esops.snapshot_create(es, args.repository, args.name, args.indices)
+            print(f"snapshot {snap['snapshot']}: {snap['state']}, {len(snap.get('indices', []))} indices")
+        elif args.what == "list":
+            for snap in esops.snapshot_list(es, args.repository):
+                print(f"{snap['snapshot']}  {snap['state']}  {snap.get('start_time', '')}  "
+                      f"{len(snap.get('indices', []))} indices")
+        else:
+            status = esops.snapshot_status(es, args.repository, args.name)
+            print(f"{status['snapshot']}: {status['state']}")
+    return 0
+
+
 def cmd_reap(args: argparse.Namespace) -> int:
     from pipeline.reaper import reap
 
@@ -286,5 +329,16 @@ def _parser() -> argparse.ArgumentParser:
     robots_cmd = add("robots", cmd_robots, "replace the COUNTER robots list: robots update FILE")
     robots_cmd.add_argument("action", choices=["update"])
     robots_cmd.add_argument("file", help="a COUNTER_Robots_list.json")
+    es_cmd = add("es", cmd_es, "Elasticsearch: setup (templates, connection check), migrate, snapshot")
+    es_cmd.add_argument("action", choices=["setup", "migrate", "snapshot"])
+    es_cmd.add_argument("what", nargs="?", choices=["create", "list", "status"], default="list",
+                        help="for snapshot: create, list or status")
+    es_cmd.add_argument("name", nargs="?", default="", help="snapshot name (create, status)")
+    es_cmd.add_argument("--worker", default="", help="the esindexer section whose connection to use")
+    es_cmd.add_argument("--dir", default="", help="migrations folder (default: migrations/ next to the config)")
+    es_cmd.add_argument("--repository", default="", help="snapshot repository name")
+    es_cmd.add_argument("--register", default="", metavar="LOCATION",
+                        help="register the repository as a filesystem repository at LOCATION first")
+    es_cmd.add_argument("--indices", default="", help="indices to snapshot (default: all)")
     add("reap", cmd_reap, "return the in-flight batches of dead workers to their queues now")
     return parser

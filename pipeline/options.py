@@ -101,6 +101,8 @@ class EsIndexerOptions:
     id_fields: tuple[str, ...] = key(dt.string_list, "fields hashed into the id of records without a line id", ())
     request_timeout: float = key(dt.number(1), "seconds per bulk request", 60.0)
     max_backoff: float = key(dt.number(1), "longest wait between retries, seconds", 60.0)
+    template: str = key(dt.choice("none", "access", "kontext"),
+                        "index template 'loglines es setup' installs for this index", "none")
 
 
 WORKER_TYPES: dict[str, type] = {
