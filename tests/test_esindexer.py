@@ -181,3 +181,34 @@ def test_elasticsearch_down_for_30s_under_load(es_node_factory, write_cfg, tmp_p
         assert "unreachable" in worker.logfile.read_text()
     finally:
         worker.stop()
+
+
+def test_application_records_path_with_stable_ids(es_url: str, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    es = es_client(es_url)
+    index = "kontext-records"
+    cfg = write_cfg(f"""
+        [worker_kontext]
+        type = parser
+        listento = kontext
+        pushto = kontext_parsed
+        plugin = kontext
+        opt_timezone = Europe/Prague
+    """ + indexer_section(es_url, index, listento="kontext_parsed").replace(
+        "max_backoff = 2", "max_backoff = 2\n        id_fields = id"))
+    record = {"user_id": 7, "proc_time": 0.12, "action": "first", "params": {"corpname": "syn2020"},
+              "date": "2024-03-01 10:00:00.123456",
+              "request": {"HTTP_X_FORWARDED_FOR": "2001:db8::9, 10.0.0.1", "HTTP_USER_AGENT": "Mozilla/5.0 (X11) Firefox/121.0"}}
+    bot = dict(record, request={"REMOTE_ADDR": "192.0.2.1", "HTTP_USER_AGENT": "Googlebot/2.1"})
+    for payload in (record, record, bot):  # the application pushes single JSON records; one twice
+        r.rpush(K.queue("kontext"), orjson.dumps(payload))
+    workers = [Worker(cfg, name, tmp_path).start() for name in ("worker_kontext", "worker_es")]
+    try:
+        wait_for(lambda: r.llen(K.queue("kontext")) == 0 and r.llen(K.queue("kontext_parsed")) == 0
+                 and count(es, index) >= 1, timeout=60, what="the record indexed")
+        time.sleep(1)
+        assert count(es, index) == 1  # the repeat has the same id; the bot was dropped
+        doc = es.search(index=index)["hits"]["hits"][0]["_source"]
+        assert doc["ip"] == "2001:db8::9" and doc["time"] == "2024-03-01T10:00:00.123456+01:00"
+    finally:
+        for worker in workers:
+            worker.stop()
