@@ -13,6 +13,7 @@ BENCHMARKS = [
     ("P1 watcher file->Redis (lines/s)", ["bench.watcher_bench"]),
     ("P2 parser, accesslog (lines/s per process)", ["bench.parser_bench"]),
     ("Tracker forwarder (events/s, local tracker)", ["bench.tracker_bench"]),
+    ("P3/P4 Elasticsearch", ["bench.es_bench"]),
 ]
 
 

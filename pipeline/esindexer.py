@@ -22,6 +22,7 @@ import orjson
 from elastic_transport import ConnectionError as EsConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, Elasticsearch
+from elasticsearch.serializer import OrjsonSerializer
 
 from pipeline import message
 from pipeline.backoff import Backoff
@@ -38,7 +39,7 @@ RETRYABLE = {429, 502, 503, 504}
 
 def client(opts: EsIndexerOptions) -> Elasticsearch:
     kwargs: dict[str, Any] = {"request_timeout": opts.request_timeout, "max_retries": 0,
-                              "verify_certs": opts.verify_certs}
+                              "verify_certs": opts.verify_certs, "serializer": OrjsonSerializer()}
     if opts.api_key:
         kwargs["api_key"] = opts.api_key
     elif opts.username:
@@ -59,17 +60,27 @@ def document_id(record: dict[str, Any], id_fields: Sequence[str]) -> str:
     return hashlib.sha1(key).hexdigest()
 
 
+_names: dict[tuple[str, str], str] = {}
+
+
 def index_name(pattern: str, record: dict[str, Any], time_field: str) -> str:
+    """``pattern`` with strftime codes filled from the record's own time (cached per time)."""
     if "%" not in pattern:
         return pattern
     value = record.get(time_field)
-    when = None
     if isinstance(value, str):
+        name = _names.get((pattern, value))
+        if name is not None:
+            return name
         try:
-            when = datetime.fromisoformat(value)
+            name = datetime.fromisoformat(value).strftime(pattern)
         except ValueError:
-            when = None
-    return (when or datetime.now(UTC)).strftime(pattern)
+            return datetime.now(UTC).strftime(pattern)
+        if len(_names) > 65536:
+            _names.clear()
+        _names[(pattern, value)] = name
+        return name
+    return datetime.now(UTC).strftime(pattern)
 
 
 class Indexer:
@@ -86,10 +97,11 @@ class Indexer:
             }
             if self.opts.pipeline:
                 action["pipeline"] = self.opts.pipeline
-            source = record
-            if "@timestamp" not in record and isinstance(record.get(self.opts.time_field), str):
-                source = {**record, "@timestamp": record[self.opts.time_field]}
-            out.append((record, orjson.dumps({"create": action}) + b"\n" + orjson.dumps(source) + b"\n"))
+            source = orjson.dumps(record)
+            stamp = record.get(self.opts.time_field)
+            if "@timestamp" not in record and isinstance(stamp, str) and len(source) > 2:
+                source = source[:-1] + b',"@timestamp":' + orjson.dumps(stamp) + b"}"
+            out.append((record, orjson.dumps({"create": action}) + b"\n" + source + b"\n"))
         return out
 
     def chunks(self, ops: list[tuple[dict[str, Any], bytes]]) -> list[list[tuple[dict[str, Any], bytes]]]:
@@ -116,8 +128,9 @@ class Indexer:
         while pending:
             retry: list[tuple[dict[str, Any], bytes]] = []
             try:
-                response = self.es.bulk(operations=b"".join(op for _, op in pending))
-                results = response["items"]
+                response = self.es.bulk(operations=b"".join(op for _, op in pending),
+                                        filter_path="errors,items.*.status,items.*.error")
+                results = response.get("items") or [] if response.get("errors") else None
             except (EsConnectionError, ConnectionTimeout) as exc:
                 retry, reason = pending, f"Elasticsearch unreachable ({type(exc).__name__})"
             except ApiError as exc:
@@ -126,7 +139,7 @@ class Indexer:
                 retry, reason = pending, f"Elasticsearch answered {exc.meta.status} to the bulk request"
             else:
                 reason = ""
-                for (record, op), result in zip(pending, results, strict=True):
+                for (record, op), result in zip(pending, results or (), strict=results is not None):
                     outcome = result.get("create") or next(iter(result.values()))
                     status = int(outcome.get("status", 0))
                     if 200 <= status < 300 or status == 409:

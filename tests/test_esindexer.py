@@ -186,7 +186,7 @@ def test_elasticsearch_down_for_30s_under_load(es_node_factory, write_cfg, tmp_p
 def test_application_records_path_with_stable_ids(es_url: str, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
     es = es_client(es_url)
     index = "kontext-records"
-    cfg = write_cfg(f"""
+    cfg = write_cfg("""
         [worker_kontext]
         type = parser
         listento = kontext
@@ -209,6 +209,7 @@ def test_application_records_path_with_stable_ids(es_url: str, write_cfg, tmp_pa
         assert count(es, index) == 1  # the repeat has the same id; the bot was dropped
         doc = es.search(index=index)["hits"]["hits"][0]["_source"]
         assert doc["ip"] == "2001:db8::9" and doc["time"] == "2024-03-01T10:00:00.123456+01:00"
+        assert doc["@timestamp"] == doc["time"]
     finally:
         for worker in workers:
             worker.stop()

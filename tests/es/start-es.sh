@@ -44,7 +44,7 @@ if [ "$(id -u)" = 0 ]; then
   run=(setpriv --reuid loglines-es --regid loglines-es --clear-groups)
 fi
 java_bin="${JAVA_HOME:+$JAVA_HOME/bin/}java"
-nohup "${run[@]}" "$java_bin" -Xms512m -Xmx512m -XX:+UseSerialGC \
+nohup "${run[@]}" "$java_bin" -Xms"${LOGLINES_ES_HEAP:-1g}" -Xmx"${LOGLINES_ES_HEAP:-1g}" \
   --module-path "$(cat "$build/classpath.txt")" --add-modules ALL-MODULE-PATH \
   -cp "$build/classes" loglines.testes.EsRunner "$home" "$http_port" "$transport_port" "$queue" \
   >"$work/es.log" 2>&1 &

@@ -1,0 +1,134 @@
+"""P3: the Elasticsearch sink's documents/s against a minimal raw _bulk loader (orjson NDJSON
+over one keep-alive connection), same documents, same node, same bulk size; and P4 end to end:
+file -> watcher -> parser -> indexer (separate processes) -> acknowledged in Elasticsearch."""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import orjson
+from elasticsearch import Elasticsearch
+
+from bench.common import private_redis
+from bench.genlog import lines
+from pipeline.esindexer import Indexer, document_id
+from pipeline.options import EsIndexerOptions
+from pipeline.plugins import accesslog
+from pipeline.worker import Flags
+
+BULK = 500
+
+
+def records(count: int) -> list[dict]:
+    out = []
+    for n, text in enumerate(lines(count, seed=21)):
+        record = accesslog.parse_line(text)
+        record.update({"service": "bench", "src": "p3", "off": n, "logline": text, "@timestamp": record["time"]})
+        out.append(record)
+    return out
+
+
+def fresh(es: Elasticsearch, index: str) -> None:
+    for old in ("p3-ours", "p3-raw", index):  # each run starts from an empty node: no merges left over
+        es.options(ignore_status=404).indices.delete(index=old)
+    es.indices.create(index=index, settings={"number_of_replicas": 0, "refresh_interval": "30s"})
+
+
+def ours(es: Elasticsearch, url: str, docs: list[dict]) -> float:
+    fresh(es, "p3-ours")
+    indexer = Indexer(EsIndexerOptions(listento="x", index="p3-ours", hosts=(url,), batch_docs=BULK),
+                      Elasticsearch(url, request_timeout=120), Flags(), "bench")
+    started = time.perf_counter()
+    for i in range(0, len(docs), BULK):
+        assert not indexer.index(docs[i:i + BULK], "bench", "x")
+    return len(docs) / (time.perf_counter() - started)
+
+
+def raw_loader(es: Elasticsearch, url: str, docs: list[dict]) -> float:
+    fresh(es, "p3-raw")
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    started = time.perf_counter()
+    for i in range(0, len(docs), BULK):
+        body = b"".join(orjson.dumps({"create": {"_index": "p3-raw", "_id": document_id(d, ())}}) + b"\n"
+                        + orjson.dumps(d) + b"\n" for d in docs[i:i + BULK])
+        conn.request("POST", "/_bulk", body=body, headers={"Content-Type": "application/x-ndjson"})
+        response = conn.getresponse()
+        result = orjson.loads(response.read())
+        assert response.status == 200 and not result["errors"]
+    return len(docs) / (time.perf_counter() - started)
+
+
+def end_to_end(url: str, count: int) -> float:
+    from tests.procs import Worker
+
+    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
+    redis_server = private_redis(work / "redis")
+    es = Elasticsearch(url, request_timeout=120)
+    fresh(es, "p4-e2e")
+    log = work / "access.log"
+    log.write_text("\n".join(lines(count, seed=22)) + "\n")
+    cfg = work / "loglines.cfg"
+    cfg.write_text(f"[redis]\nurl = {redis_server.url}\n"
+                   f"[logger_w]\ntype = watcher\nlogfile = {log}\npushto = raw\n"
+                   f"[worker_p]\ntype = parser\nlistento = raw\npushto = parsed\nplugin = accesslog\n"
+                   f"[worker_e]\ntype = esindexer\nlistento = parsed\nhosts = {url}\nindex = p4-e2e\n")
+    started = time.perf_counter()
+    workers = [Worker(cfg, name, work).start() for name in ("logger_w", "worker_p", "worker_e")]
+    try:
+        client = redis_server.client()
+        while True:
+            time.sleep(0.5)
+            if client.hget("{loglines}:stats", "worker_e") and int(client.hget("{loglines}:stats", "worker_e")) >= count:
+                break
+        return count / (time.perf_counter() - started)
+    finally:
+        for worker in workers:
+            worker.stop()
+        redis_server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--docs", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--e2e-lines", type=int, default=100_000)
+    args = parser.parse_args()
+    node = None
+    url = os.environ.get("LOGLINES_TEST_ES_URL", "")
+    if not url:
+        from tests.conftest import EsNode
+
+        build = Path(tempfile.mkdtemp(prefix="loglines-es-build-"))
+        build.chmod(0o755)
+        node = EsNode(build).start()
+        url = node.url
+    try:
+        es = Elasticsearch(url, request_timeout=120)
+        docs = records(args.docs)
+        ours(es, url, docs[:10_000])  # warm up the node and both clients
+        raw_loader(es, url, docs[:10_000])
+        pairs = [(ours(es, url, docs), raw_loader(es, url, docs)) for _ in range(args.runs)]  # interleaved
+        ours_all, raw_all = sorted(p[0] for p in pairs), sorted(p[1] for p in pairs)
+        ours_med, ours_low, ours_high = statistics.median(ours_all), ours_all[0], ours_all[-1]
+        raw_med, raw_low, raw_high = statistics.median(raw_all), raw_all[0], raw_all[-1]
+        print(f"esindexer: {ours_med:,.0f} docs/s (median of {args.runs}, {ours_low:,.0f}..{ours_high:,.0f})")
+        print(f"raw _bulk loader: {raw_med:,.0f} docs/s (median of {args.runs}, {raw_low:,.0f}..{raw_high:,.0f})")
+        print(f"ratio esindexer/raw: {ours_med / raw_med:.2f}x")
+        e2e = [end_to_end(url, args.e2e_lines) for _ in range(3)]
+        e2e.sort()
+        print(f"end to end file->Elasticsearch: {e2e[1]:,.0f} lines/s (median of 3, {e2e[0]:,.0f}..{e2e[2]:,.0f})")
+    finally:
+        if node is not None:
+            node.remove()
+
+
+if __name__ == "__main__":
+    main()
