@@ -164,7 +164,17 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pipeline import broker, esindexer, filelogger, logsetup, parser, robots, tracker, watcher
+    from pipeline import (
+        broker,
+        esindexer,
+        filelogger,
+        logsetup,
+        parser,
+        robots,
+        schedule,
+        tracker,
+        watcher,
+    )
     from pipeline.worker import Flags, install_signal_handlers
 
     cfg = _load(args)
@@ -175,7 +185,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     flags = Flags()
     install_signal_handlers(flags)
     runners = {"watcher": watcher.run, "parser": parser.run, "broker": broker.run,
-               "filelogger": filelogger.run, "tracker": tracker.run, "esindexer": esindexer.run}
+               "filelogger": filelogger.run, "tracker": tracker.run, "esindexer": esindexer.run,
+               "schedule": schedule.run}
     return runners[program.type](cfg, program, flags)
 
 
@@ -281,6 +292,17 @@ def cmd_es(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from pipeline import logsetup, schedule
+
+    cfg = _load(args)
+    program = cfg.worker(args.name)
+    if program.type != "schedule":
+        raise ConfigError(f"[{args.name}] is a {program.type}, not a schedule", file=str(cfg.path))
+    logsetup.setup(cfg.log_level)
+    return 0 if schedule.run_and_report(cfg, program) else 1
+
+
 def cmd_reap(args: argparse.Namespace) -> int:
     from pipeline.reaper import reap
 
@@ -340,5 +362,6 @@ def _parser() -> argparse.ArgumentParser:
     es_cmd.add_argument("--register", default="", metavar="LOCATION",
                         help="register the repository as a filesystem repository at LOCATION first")
     es_cmd.add_argument("--indices", default="", help="indices to snapshot (default: all)")
+    add("schedule", cmd_schedule, "run a schedule worker's task once, now, with its report").add_argument("name")
     add("reap", cmd_reap, "return the in-flight batches of dead workers to their queues now")
     return parser

@@ -105,6 +105,30 @@ class EsIndexerOptions:
                         "index template 'loglines es setup' installs for this index", "none")
 
 
+def _cron(text: str) -> str:
+    from pipeline.cron import parse
+
+    parse(text)
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    task: str = key(dt.choice("snapshot"), "what to run")
+    cron: str = key(_cron, "when, as five cron fields (minute hour day month weekday), local time")
+    repository: str = key(dt.name, "snapshot repository")
+    esindexer: str = key(dt.name, "the esindexer section whose Elasticsearch connection to use", "")
+    location: str = key(str, "register the repository as a filesystem repository here first", "")
+    indices: str = key(str, "indices to snapshot (default: all)", "")
+    smtp_host: str = key(str, "SMTP server for the report (no mail when empty)", "")
+    smtp_port: int = key(dt.port, "SMTP port", 25)
+    smtp_starttls: bool = key(dt.boolean, "use STARTTLS", False)
+    smtp_user: str = key(str, "SMTP user", "")
+    smtp_password: str = key(str, "SMTP password", "")
+    mail_from: str = key(str, "sender of the report", "loglines@localhost")
+    mail_to: tuple[str, ...] = key(dt.string_list, "recipients of the report", ())
+
+
 WORKER_TYPES: dict[str, type] = {
     "watcher": WatcherOptions,
     "parser": ParserOptions,
@@ -112,13 +136,14 @@ WORKER_TYPES: dict[str, type] = {
     "filelogger": FileLoggerOptions,
     "tracker": TrackerOptions,
     "esindexer": EsIndexerOptions,
+    "schedule": ScheduleOptions,
 }
 
 #: Types whose sections may carry ``opt_<name>`` keys for their plugin.
 PLUGIN_OPTIONS = {"parser", "tracker"}
 
 #: Types that run a single process only (their state is per process).
-SINGLE_PROCESS = {"watcher", "filelogger"}
+SINGLE_PROCESS = {"watcher", "filelogger", "schedule"}
 
 #: The original system's scripts and the built-in type each one became.
 ORIGINAL_COMMANDS = {
