@@ -13,8 +13,10 @@ def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
 
     def make_handler(consumer: Consumer, _flags: Flags) -> Handler:
         def handle(delivery: Delivery) -> Outcome:
-            count = len(delivery.items or ())
-            return Outcome(pushes=[(queue, delivery.raw) for queue in opts.fanout], count=count)
+            bad = {raw for raw, _ in delivery.bad}  # dead-lettered by the run loop, not copied
+            good = [raw for raw in delivery.raws if raw not in bad]
+            pushes = [(queue, raw) for raw in good for queue in opts.fanout]
+            return Outcome(pushes=pushes, count=len(delivery.items))
 
         return handle
 

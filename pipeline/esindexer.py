@@ -8,6 +8,8 @@ crash never makes a second document: a 409 counts as delivered. Per-item results
 other rejection (a mapping or parse error) dead-letters that document with Elasticsearch's
 reason. The batch is acknowledged only when every document is indexed, already there, or
 dead-lettered; while Elasticsearch is down the worker holds its one batch and takes no more.
+Small messages (an application's single records) are gathered for up to ``flush_ms`` into
+bulks of up to ``batch_docs`` documents.
 """
 
 from __future__ import annotations
@@ -180,4 +182,5 @@ def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
 
         return handle
 
-    return run_consumer(cfg, program, opts.listento, make_handler, flags)
+    return run_consumer(cfg, program, opts.listento, make_handler, flags,
+                        gather_items=opts.batch_docs, linger=opts.flush_ms / 1000)

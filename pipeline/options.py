@@ -97,6 +97,7 @@ class EsIndexerOptions:
     pipeline: str = key(str, "ingest pipeline applied to every document", "")
     batch_docs: int = key(dt.integer(1, 100_000), "documents per bulk request at most", 1000)
     batch_bytes: int = key(dt.byte_size, "bytes per bulk request at most", 5 * 1024 * 1024)
+    flush_ms: int = key(dt.integer(0, 60_000), "how long small messages are gathered into one bulk", 200)
     time_field: str = key(dt.nonempty, "record field with the event time (ISO 8601)", "time")
     id_fields: tuple[str, ...] = key(dt.string_list, "fields hashed into the id of records without a line id", ())
     request_timeout: float = key(dt.number(1), "seconds per bulk request", 60.0)

@@ -8,13 +8,16 @@ logger's committed size): after a crash a batch is either not done or done, neve
 The acknowledgement WATCHes the in-flight list: if a reaper took the batch back meanwhile
 (this consumer looked dead), the transaction is refused and the results are dropped, since the
 batch will be processed again elsewhere. A restarted consumer finishes its own in-flight batch
-first; each such recovery is counted per batch, and a batch recovered ``max_recoveries`` times
-is dead-lettered instead (a poison message must not crash workers forever).
+first; each such recovery is counted per message, and a message recovered ``max_recoveries``
+times is dead-lettered instead (a poison message must not crash workers forever). A consumer
+may gather several messages into its in-flight list (the Elasticsearch indexer does, to make
+bulk requests of a useful size); they are acknowledged, handed back or reaped together.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,10 +37,16 @@ MIN_REDIS = (6, 2, 0)
 
 @dataclass
 class Delivery:
-    raw: bytes
-    items: list[message.Item] | None  # None: the message could not be decoded
-    error: str = ""
-    recovered: int = 0  # how many times this batch was recovered from a dead consumer
+    """What a consumer took: one message, or several gathered into one bulk of work."""
+
+    raws: list[bytes]  # the messages, in the order they sit in the in-flight list
+    items: list[message.Item]  # the items of every decodable message
+    bad: list[tuple[bytes, str]] = field(default_factory=list)  # (message, why it is undecodable)
+    recovered: int = 0  # times the first message was recovered from a dead consumer
+
+    @property
+    def raw(self) -> bytes:
+        return self.raws[0]
 
 
 @dataclass
@@ -83,40 +92,73 @@ class Consumer:
         """The reply to a BLMOVE may have been lost: look in the in-flight list again."""
         self._check_own = True
 
-    def take(self) -> Delivery | None:
-        """The next message: our own in-flight one first, else one from the queue (blocking)."""
+    def take(self, gather_items: int = 0, linger: float = 0.0) -> Delivery | None:
+        """The next work: our own in-flight messages first, else one from the queue (blocking).
+
+        With ``gather_items``, more messages are moved into the in-flight list (for up to
+        ``linger`` seconds) until that many items are in hand: small messages become one bulk.
+        """
         if self._check_own:
-            raw = self.client.lindex(self.inflight_key, 0)
+            raws = self.client.lrange(self.inflight_key, 0, -1)
             first, self._first_take, self._check_own = self._first_take, False, False
-            if raw is not None:
-                recovered = 0
-                if first:  # a previous process died holding it
-                    recovered = int(self.client.hincrby(self.keys.recoveries, message.digest(raw), 1))
-                    log.warning("recovering in-flight batch of %s (recovery %d)", self.id, recovered)
-                    if recovered >= self.cfg.max_recoveries:
-                        self._poison(raw, recovered)
-                        return None
-                return self._delivery(raw, recovered)
+            if raws:
+                return self._recover(raws) if first else self._delivery(raws, 0)
         raw = self.client.blmove(
             self.queue_key, self.inflight_key, self.cfg.block_timeout, "LEFT", "RIGHT"
         )
-        return None if raw is None else self._delivery(raw, 0)
+        if raw is None:
+            return None
+        delivery = self._delivery([raw], 0)
+        deadline = time.monotonic() + linger
+        while gather_items and len(delivery.items) < gather_items:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = self.client.blmove(self.queue_key, self.inflight_key,
+                                      min(left, self.cfg.block_timeout), "LEFT", "RIGHT")
+            if more is None:
+                break
+            self._add(delivery, more)
+        return delivery
 
-    def _delivery(self, raw: bytes, recovered: int) -> Delivery:
+    def _recover(self, raws: list[bytes]) -> Delivery | None:
+        """A previous process died holding these: count the recovery, dead-letter poison."""
+        counts = [int(self.client.hincrby(self.keys.recoveries, message.digest(r), 1)) for r in raws]
+        log.warning("recovering %d in-flight message(s) of %s (recovery %d)", len(raws), self.id, max(counts))
+        poison = [r for r, n in zip(raws, counts, strict=True) if n >= self.cfg.max_recoveries]
+        if poison:
+            reason = f"batch recovered {max(counts)} times from a dying worker; dead-lettered as poison"
+            log.error("%s: %s", self.id, reason)
+            keep = [r for r, n in zip(raws, counts, strict=True) if n < self.cfg.max_recoveries]
+            entries = [message.dead_letter(reason=reason, worker=self.id, queue=self.queue, raw=r) for r in poison]
+            with self.client.pipeline(transaction=True) as pipe:  # poison out, the rest stays in flight
+                pipe.delete(self.inflight_key)
+                if keep:
+                    pipe.rpush(self.inflight_key, *keep)
+                pipe.rpush(self.keys.dead_letters, *entries)
+                pipe.hdel(self.keys.recoveries, *[message.digest(r) for r in poison])
+                pipe.execute()
+            if not keep:
+                return None
+            raws = keep
+        return self._delivery(raws, max(counts))
+
+    def _delivery(self, raws: list[bytes], recovered: int) -> Delivery:
+        delivery = Delivery([], [], [], recovered)
+        for raw in raws:
+            self._add(delivery, raw)
+        return delivery
+
+    def _add(self, delivery: Delivery, raw: bytes) -> None:
+        delivery.raws.append(raw)
         try:
-            return Delivery(raw, message.decode(raw, self.cfg.max_payload_bytes), "", recovered)
+            delivery.items.extend(message.decode(raw, self.cfg.max_payload_bytes))
         except PayloadError as exc:
-            return Delivery(raw, None, str(exc), recovered)
-
-    def _poison(self, raw: bytes, recovered: int) -> None:
-        reason = f"batch recovered {recovered} times from a dying worker; dead-lettered as poison"
-        log.error("%s: %s", self.id, reason)
-        entry = message.dead_letter(reason=reason, worker=self.id, queue=self.queue, raw=raw)
-        self.ack(Delivery(raw, None, reason, recovered), Outcome(dead=[entry]))
+            delivery.bad.append((raw, str(exc)))
 
     def ack(self, delivery: Delivery, outcome: Outcome) -> bool:
         """Commit a delivery's outcome; False if it was no longer ours (already done, or reaped)."""
-        sha = message.digest(delivery.raw)
+        shas = [message.digest(raw) for raw in delivery.raws]
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.watch(self.inflight_key)
@@ -124,12 +166,12 @@ class Consumer:
                     log.warning("%s: in-flight batch already acknowledged or reaped; results dropped", self.id)
                     return False
                 pipe.multi()
-                pipe.lpop(self.inflight_key)
+                pipe.delete(self.inflight_key)
                 for queue, payload in outcome.pushes:
                     pipe.rpush(self.keys.queue(queue), payload)
                 for entry in outcome.dead:
                     pipe.rpush(self.keys.dead_letters, entry)
-                pipe.hdel(self.keys.recoveries, sha)
+                pipe.hdel(self.keys.recoveries, *shas)
                 if outcome.extra is not None:
                     outcome.extra(pipe)
                 pipe.execute()
@@ -140,9 +182,11 @@ class Consumer:
             return False
 
     def hand_back(self) -> bool:
-        """Return the in-flight batch to the head of its queue (graceful stop mid-batch)."""
-        moved = self.client.lmove(self.inflight_key, self.queue_key, "LEFT", "LEFT")
-        return moved is not None
+        """Return the in-flight messages to the head of the queue, in order (graceful stop)."""
+        moved = False
+        while self.client.lmove(self.inflight_key, self.queue_key, "RIGHT", "LEFT") is not None:
+            moved = True
+        return moved
 
     def stop(self) -> None:
         """Leave cleanly: no heartbeat (our in-flight list is empty or handed back)."""

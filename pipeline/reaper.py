@@ -52,29 +52,27 @@ def _reap_one(
             pipe.watch(heartbeat, inflight)
             if pipe.exists(heartbeat):
                 return "alive"
-            raw = pipe.lindex(inflight, 0)
-            if raw is None:
+            raws = pipe.lrange(inflight, 0, -1)
+            if not raws:
                 return "idle"
-            sha = message.digest(raw)
-            count = int(pipe.hget(keys.recoveries, sha) or 0) + 1
+            shas = [message.digest(raw) for raw in raws]
+            counts = [int(pipe.hget(keys.recoveries, sha) or 0) + 1 for sha in shas]
             pipe.multi()
-            pipe.lpop(inflight)
-            if count >= cfg.max_recoveries:
-                reason = f"batch recovered {count} times from dead consumers; dead-lettered as poison"
-                pipe.rpush(
-                    keys.dead_letters,
-                    message.dead_letter(
-                        reason=reason, worker=consumer, queue=keys.queue_name(queue_key), raw=raw
-                    ),
-                )
-                pipe.hdel(keys.recoveries, sha)
-                outcome = "dead"
-            else:
-                pipe.lpush(queue_key, raw)
-                pipe.hset(keys.recoveries, sha, count)
-                outcome = "requeued"
+            pipe.delete(inflight)
+            outcome = "requeued"
+            for raw, sha, count in reversed(list(zip(raws, shas, counts, strict=True))):
+                if count >= cfg.max_recoveries:
+                    reason = f"batch recovered {count} times from dead consumers; dead-lettered as poison"
+                    pipe.rpush(keys.dead_letters, message.dead_letter(
+                        reason=reason, worker=consumer, queue=keys.queue_name(queue_key), raw=raw))
+                    pipe.hdel(keys.recoveries, sha)
+                    outcome = "dead"
+                else:
+                    pipe.lpush(queue_key, raw)  # back to the head, in their order
+                    pipe.hset(keys.recoveries, sha, count)
             pipe.execute()
     except redis.WatchError:
         return "raced"
-    log.warning("reaper: %s batch of dead consumer %s (recovery %d)", outcome, consumer, count)
+    log.warning("reaper: %s %d message(s) of dead consumer %s (recovery %d)", outcome, len(raws),
+                consumer, max(counts))
     return outcome

@@ -84,15 +84,15 @@ class HandBack(Exception):
     """Raised by a handler that cannot finish before a stop: the batch goes back to its queue."""
 
 
-def undecodable(consumer: Consumer, delivery: Delivery) -> Outcome:
-    entry = message.dead_letter(
-        reason=f"undecodable message: {delivery.error}",
-        worker=consumer.id,
-        queue=consumer.queue,
-        raw=delivery.raw[:1024 * 1024] if len(delivery.raw) > 1024 * 1024 else delivery.raw,
-        detail=f"{len(delivery.raw)} bytes" if len(delivery.raw) > 1024 * 1024 else "",
-    )
-    return Outcome(dead=[entry])
+def undecodable(consumer: Consumer, delivery: Delivery) -> list[bytes]:
+    """Dead-letter entries for the delivery's messages that are not JSON batches or items."""
+    cap = 1024 * 1024
+    return [
+        message.dead_letter(
+            reason=f"undecodable message: {error}", worker=consumer.id, queue=consumer.queue,
+            raw=raw[:cap], detail=f"{len(raw)} bytes, first {cap} kept" if len(raw) > cap else "")
+        for raw, error in delivery.bad
+    ]
 
 
 def run_consumer(
@@ -103,6 +103,8 @@ def run_consumer(
     flags: Flags | None = None,
     client: redis.Redis | None = None,
     tick: Callable[[], None] | None = None,
+    gather_items: int = 0,
+    linger: float = 0.0,
 ) -> int:
     flags = flags or Flags()
     rcfg = cfg.redis_for(program)
@@ -122,17 +124,17 @@ def run_consumer(
                     if not heartbeat.is_alive():
                         heartbeat.start()
                     started = True
-                delivery = consumer.take()
+                delivery = consumer.take(gather_items, linger)
                 if delivery is not None:
-                    if delivery.items is None:
-                        outcome = undecodable(consumer, delivery)
-                    else:
+                    outcome = Outcome()
+                    if delivery.items:
                         try:
                             outcome = handler(delivery)
                         except HandBack:
                             consumer.hand_back()
                             log.info("%s: batch handed back to %s", consumer.id, queue)
                             break
+                    outcome.dead.extend(undecodable(consumer, delivery))
                     consumer.ack(delivery, outcome)
                 consumer.stats.flush()
                 if tick is not None:

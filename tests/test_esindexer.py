@@ -201,13 +201,16 @@ def test_application_records_path_with_stable_ids(es_url: str, write_cfg, tmp_pa
     bot = dict(record, request={"REMOTE_ADDR": "192.0.2.1", "HTTP_USER_AGENT": "Googlebot/2.1"})
     for payload in (record, record, bot):  # the application pushes single JSON records; one twice
         r.rpush(K.queue("kontext"), orjson.dumps(payload))
+    others = [dict(record, user_id=1000 + n) for n in range(300)]
+    for payload in others:  # many single records: gathered into bulks by the indexer
+        r.rpush(K.queue("kontext"), orjson.dumps(payload))
     workers = [Worker(cfg, name, tmp_path).start() for name in ("worker_kontext", "worker_es")]
     try:
         wait_for(lambda: r.llen(K.queue("kontext")) == 0 and r.llen(K.queue("kontext_parsed")) == 0
-                 and count(es, index) >= 1, timeout=60, what="the record indexed")
+                 and count(es, index) >= 301, timeout=60, what="the records indexed")
         time.sleep(1)
-        assert count(es, index) == 1  # the repeat has the same id; the bot was dropped
-        doc = es.search(index=index)["hits"]["hits"][0]["_source"]
+        assert count(es, index) == 301  # the repeat has the same id; the bot was dropped
+        doc = es.search(index=index, query={"term": {"user_id": 7}})["hits"]["hits"][0]["_source"]
         assert doc["ip"] == "2001:db8::9" and doc["time"] == "2024-03-01T10:00:00.123456+01:00"
         assert doc["@timestamp"] == doc["time"]
     finally:

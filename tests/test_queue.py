@@ -88,8 +88,8 @@ def test_undecodable_payload_is_dead_lettered_with_reason(r: redis.Redis, payloa
     push(r, "in", [{"ok": 1}])
     c = consumer(r)
     d = c.take()
-    assert d is not None and d.items is None and reason in d.error
-    assert c.ack(d, undecodable(c, d))
+    assert d is not None and d.items == [] and reason in d.bad[0][1]
+    assert c.ack(d, Outcome(dead=undecodable(c, d)))
     entry = orjson.loads(r.lindex(K.dead_letters, 0))
     assert reason in entry["reason"] and entry["queue"] == "in"
     assert message.dead_letter_payload(entry) == payload
@@ -103,7 +103,7 @@ def test_oversized_payload_is_refused_before_parsing(r: redis.Redis) -> None:
     c = Consumer(r, small, "in", "host/w1", "w1")
     c.start()
     d = c.take()
-    assert d is not None and d.items is None and "exceeds the cap" in d.error
+    assert d is not None and d.items == [] and "exceeds the cap" in d.bad[0][1]
 
 
 def test_restarted_consumer_finishes_its_own_inflight_batch_first(r: redis.Redis) -> None:
@@ -179,3 +179,33 @@ def test_hand_back_returns_batch_to_queue_head(r: redis.Redis) -> None:
     assert c.hand_back()
     assert r.llen(K.inflight("host/w1")) == 0
     assert orjson.loads(r.lindex(K.queue("in"), 0)) == [{"n": 0}]
+
+
+def test_gathering_several_messages_is_one_unit_of_work(r: redis.Redis) -> None:
+    for n in range(5):
+        push(r, "in", [{"n": n}, {"n": n}])
+    r.rpush(K.queue("in"), b"not json")
+    c = consumer(r)
+    d = c.take(gather_items=7, linger=0.5)
+    assert d is not None and len(d.raws) == 4 and len(d.items) == 8  # stops once 7 are in hand
+    assert r.llen(K.inflight("host/w1")) == 4
+    assert c.ack(d, Outcome(count=8)) and r.llen(K.inflight("host/w1")) == 0
+    d = c.take(gather_items=100, linger=0.2)
+    assert d is not None and len(d.raws) == 2 and len(d.items) == 2 and len(d.bad) == 1
+
+
+def test_gathered_messages_are_handed_back_and_reaped_in_order(r: redis.Redis) -> None:
+    for n in range(4):
+        push(r, "in", [{"n": n}])
+    c = consumer(r, "h/gather")
+    d = c.take(gather_items=3, linger=0.5)
+    assert d is not None and len(d.raws) == 3
+    assert c.hand_back()
+    assert [orjson.loads(x)[0]["n"] for x in r.lrange(K.queue("in"), 0, -1)] == [0, 1, 2, 3]
+    d = c.take(gather_items=3, linger=0.5)
+    assert d is not None
+    r.delete(K.heartbeat("h/gather"))
+    assert reap(r, CFG).requeued == 1
+    assert [orjson.loads(x)[0]["n"] for x in r.lrange(K.queue("in"), 0, -1)] == [0, 1, 2, 3]
+    restarted = consumer(r, "h/gather")
+    assert restarted.take() is not None  # nothing of its own left: a fresh message
