@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 import time
 from pathlib import Path
 
@@ -213,6 +214,25 @@ def test_application_records_path_with_stable_ids(es_url: str, write_cfg, tmp_pa
         doc = es.search(index=index, query={"term": {"user_id": 7}})["hits"]["hits"][0]["_source"]
         assert doc["ip"] == "2001:db8::9" and doc["time"] == "2024-03-01T10:00:00.123456+01:00"
         assert doc["@timestamp"] == doc["time"]
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def test_ingest_pipeline_is_requested_for_every_document(es_url: str, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    es = es_client(es_url)
+    es.ingest.put_pipeline(id="loglines-noop", processors=[])
+    cfg = write_cfg(textwrap.dedent(indexer_section(es_url, "piped", listento="records"))
+                    + "pipeline = loglines-noop\n"
+                    + textwrap.dedent(indexer_section(es_url, "unpiped", "worker_missing", "records2"))
+                    + "pipeline = no-such-pipeline\n")
+    workers = [Worker(cfg, name, tmp_path).start() for name in ("worker_es", "worker_missing")]
+    try:
+        r.rpush(K.queue("records"), orjson.dumps(records(20)))
+        r.rpush(K.queue("records2"), orjson.dumps(records(3)))
+        wait_for(lambda: count(es, "piped") == 20 and r.llen(K.dead_letters) == 3, timeout=60, what="indexing")
+        entry = orjson.loads(r.lindex(K.dead_letters, 0))
+        assert "no-such-pipeline" in entry["reason"]  # the pipeline was asked for, per document
     finally:
         for worker in workers:
             worker.stop()
