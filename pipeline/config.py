@@ -132,6 +132,10 @@ class Config:
     def redis_for(self, program: ProgramConfig) -> RedisConfig:
         return self.redis[program.redis]
 
+    def plugin_options(self, section: str) -> dict[str, str]:
+        """A section's ``opt_<name>`` keys, as ``{name: value}``, for its plugin."""
+        return {k[4:]: v for k, v in self.raw_parser().items(section) if k.startswith("opt_")}
+
     def raw_parser(self) -> configparser.ConfigParser:
         """The file as a ``ConfigParser``: what original plugins receive as ``c``."""
         parser = _new_parser()

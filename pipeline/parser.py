@@ -35,12 +35,7 @@ class PluginTimeout(Exception):
 
 def plugin_for(cfg: Config, program: ProgramConfig) -> Plugin:
     opts: ParserOptions = program.options
-    return load_plugin(opts.plugin, cfg.plugin_dirs, plugin_options(cfg, program))
-
-
-def plugin_options(cfg: Config, program: ProgramConfig) -> dict[str, str]:
-    raw = cfg.raw_parser()
-    return {k[4:]: v for k, v in raw.items(program.name) if k.startswith("opt_")}
+    return load_plugin(opts.plugin, cfg.plugin_dirs, cfg.plugin_options(program.name))
 
 
 def accept_rules(opts: ParserOptions) -> list[tuple[str, frozenset[str]]]:

@@ -243,16 +243,14 @@ class Forwarder:
 
 
 def load_tracker_plugin(cfg: Config, program: ProgramConfig) -> Plugin:
-    raw = cfg.raw_parser()
-    options = {k[4:]: v for k, v in raw.items(program.name) if k.startswith("opt_")}
-    plugin = load_plugin(program.options.plugin, cfg.plugin_dirs, options)
+    plugin = load_plugin(program.options.plugin, cfg.plugin_dirs, cfg.plugin_options(program.name))
     if plugin.get_openurl_params is None:
         raise PluginError(f"plugin {plugin.name!r} has no get_openurl_params(c, worker_section, pl): "
                           "a tracker needs it")
     check = getattr(plugin.module, "check_config", None)
     if check is not None:
         try:
-            check(raw, program.name)
+            check(cfg.raw_parser(), program.name)
         except ValueError as exc:
             raise PluginError(f"plugin {plugin.name!r}, [{program.name}]: {exc}") from None
     return plugin
