@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis
-from elasticsearch import Elasticsearch
+from elasticsearch import ApiError, Elasticsearch
 
 from bench.genlog import lines
 from pipeline.esindexer import document_id, index_name
@@ -38,9 +38,14 @@ def indexer_section(es_url: str, index: str, name: str = "worker_es", listento: 
 
 
 def count(es: Elasticsearch, index: str) -> int:
-    es.indices.refresh(index=index, ignore_unavailable=True)
-    result = es.count(index=index, ignore_unavailable=True)
-    return int(result["count"])
+    """Documents in ``index``; 0 while it does not exist or its shard is still starting."""
+    try:
+        es.indices.refresh(index=index, ignore_unavailable=True)
+        return int(es.count(index=index, ignore_unavailable=True)["count"])
+    except ApiError as exc:
+        if exc.meta.status == 503:  # just auto-created by the first bulk: no active shard yet
+            return 0
+        raise
 
 
 def test_ids_and_index_names() -> None:
