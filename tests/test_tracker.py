@@ -232,7 +232,7 @@ def test_ratelimit_holds_per_process(write_cfg, tmp_path: Path, r: redis.Redis) 
             push_lines(r, [line(f"/{n}/1/a.pdf") for n in range(1, 7)])
             wait_for(lambda: len(server.accepted()) == 6, what="6 events")
             times = [t for t, _, _ in server.requests]
-            assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.24
+            assert min(b - a for a, b in zip(times, times[1:], strict=False)) >= 0.2  # 0.25 minus arrival jitter
         finally:
             worker.stop()
 
