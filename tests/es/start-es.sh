@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start a real Elasticsearch 8 node for the tests, in the background.
 #   tests/es/start-es.sh WORKDIR HTTP_PORT TRANSPORT_PORT [WRITE_QUEUE_SIZE]
-# Builds the runner with Maven (downloads are cached in ~/.m2; the build goes to
+# Builds the runner with Maven (downloads are cached in Maven's local repository; the build goes to
 # $LOGLINES_ES_BUILD, default WORKDIR/build, so several nodes can share one), lays out the
 # node's home under WORKDIR (kept: starting again on the same WORKDIR restarts the same node
 # with its data), starts it as an unprivileged user when run as root (Elasticsearch refuses
