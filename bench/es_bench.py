@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -128,6 +129,7 @@ def main() -> None:
     finally:
         if node is not None:
             node.remove()
+            shutil.rmtree(node.build, ignore_errors=True)
 
 
 if __name__ == "__main__":
