@@ -49,7 +49,3 @@ def _sentinel_master(url: str, cfg: RedisConfig, common: dict[str, float]) -> re
     sentinel = Sentinel(hosts, sentinel_kwargs=dict(common), **common)
     return sentinel.master_for(path[0], db=db, password=password)
 
-
-def server_version(client: redis.Redis) -> tuple[int, ...]:
-    info = client.info("server")
-    return tuple(int(p) for p in str(info["redis_version"]).split(".")[:3])
