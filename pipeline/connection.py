@@ -7,15 +7,36 @@ of a hang.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from pipeline.config import RedisConfig
 
 #: What a lost or stalled Redis raises; workers back off and retry on these.
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+
+#: Everything a worker loop catches; :func:`passing` tells which of these to wait out.
+REDIS_ERRORS = (*CONNECTION_ERRORS, redis.ResponseError)
+
+#: Replies meaning "not now": out of memory, persistence failing, a failover under way.
+_PASSING_STATES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
+                   redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
+_PASSING_CODES = re.compile(r"(?:^|caused error: )(?:MISCONF|OOM|READONLY|LOADING|MASTERDOWN|NOREPLICAS) ")
+
+
+def passing(exc: BaseException) -> bool:
+    """True when Redis is unreachable or refuses writes for a while: back off and retry.
+
+    Any other error reply is a bug to surface, not to retry forever.
+    """
+    if isinstance(exc, CONNECTION_ERRORS + _PASSING_STATES):
+        return True
+    return isinstance(exc, redis.ResponseError) and bool(_PASSING_CODES.search(str(exc)))
 
 
 def connect(cfg: RedisConfig) -> redis.Redis:
@@ -24,6 +45,9 @@ def connect(cfg: RedisConfig) -> redis.Redis:
         "socket_timeout": cfg.socket_timeout,
         "socket_connect_timeout": cfg.socket_timeout,
         "health_check_interval": 30,
+        # No silent retries inside the client: a transaction whose reply was lost must not be
+        # sent again blindly (it may have been applied); the workers decide what to do.
+        "retry": Retry(NoBackoff(), 0),
     }
     if url.startswith("redis+sentinel://"):
         return _sentinel_master(url, cfg, common)
@@ -33,7 +57,7 @@ def connect(cfg: RedisConfig) -> redis.Redis:
     return redis.Redis.from_url(url, **kwargs)
 
 
-def _sentinel_master(url: str, cfg: RedisConfig, common: dict[str, float]) -> redis.Redis:
+def _sentinel_master(url: str, cfg: RedisConfig, common: dict[str, object]) -> redis.Redis:
     """``redis+sentinel://[:password@]host:port[,host:port]/service[/db]``."""
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]

@@ -157,8 +157,13 @@ class Consumer:
             delivery.bad.append((raw, str(exc)))
 
     def ack(self, delivery: Delivery, outcome: Outcome) -> bool:
-        """Commit a delivery's outcome; False if it was no longer ours (already done, or reaped)."""
+        """Commit a delivery's outcome; False if it was no longer ours (already done, or reaped).
+
+        Until an acknowledgement is known to have gone through, the next take looks in the
+        in-flight list first: what is still there is delivered again, never overwritten.
+        """
         shas = [message.digest(raw) for raw in delivery.raws]
+        self._check_own = True
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.watch(self.inflight_key)
@@ -175,10 +180,13 @@ class Consumer:
                 if outcome.extra is not None:
                     outcome.extra(pipe)
                 pipe.execute()
+                self._check_own = False
                 self.stats.add(outcome.count)
                 return True
         except redis.WatchError:
-            log.warning("%s: in-flight batch was reaped while we worked; results dropped", self.id)
+            # reaped meanwhile, or the connection broke while watching (applied or not: the
+            # in-flight list, read again at the next take, tells)
+            log.warning("%s: acknowledgement refused or uncertain; the in-flight list decides", self.id)
             return False
 
     def hand_back(self) -> bool:

@@ -10,7 +10,7 @@ import time
 
 import redis
 
-from pipeline.connection import CONNECTION_ERRORS
+from pipeline.connection import REDIS_ERRORS
 from pipeline.keys import Keys
 
 
@@ -33,7 +33,7 @@ class Stats:
                 pipe.hincrby(rate_key, self.worker, self.pending)
                 pipe.expire(rate_key, 3600)
                 pipe.execute()
-        except CONNECTION_ERRORS:
+        except REDIS_ERRORS:
             return
         self.pending = 0
         self.next_flush = time.monotonic() + self.interval

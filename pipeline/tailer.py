@@ -35,6 +35,7 @@ class Tail:
         self.path, self.fd = path, fd
         self.service, self.max_line = service, max_line
         self.pos = state.offset  # bytes of the file read so far
+        self.origin = state  # where this process started reading it
         self.buf = b""  # read bytes after the last complete line
         self.skip: list[object] | None = None  # [start, head, length] of an over-long line
         self.esc: list[bytes] = []  # pending lines (read, not committed): escaped JSON text
@@ -58,9 +59,12 @@ class Tail:
     def pending(self) -> int:
         return len(self.offs)
 
-    def restart_from_zero(self, state: FileState) -> None:
-        """The file was truncated (or rewritten): read it again from the start."""
-        self.pos, self.buf, self.skip, self.pending_end = 0, b"", None, 0
+    def rewind(self, state: FileState) -> None:
+        """Read again from ``state.offset``, forgetting the lines pending in memory (the file
+        was truncated, or Redis lost writes it had acknowledged)."""
+        self.pos, self.buf, self.skip, self.pending_end = state.offset, b"", None, state.offset
+        self.esc, self.offs, self.closes = [], [], []
+        self.origin = state
         self._set_state(state)
 
     def read(self, budget: int) -> int:

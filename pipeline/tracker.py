@@ -12,7 +12,8 @@ the failed-requests list with its full URL and original ``url_tim``; it is retri
 Each event has a stable id (the line's ``service:src:off``, else a hash of its parameters).
 Its id is remembered in Redis (``sent_ttl``) right after the tracker accepted it, so a batch
 delivered again after a crash skips what was already sent: a crash resends at most the one
-request that was in flight.
+request that was in flight. While Redis refuses the record (down, out of memory), the id is
+kept in memory, so an outage of Redis does not cause resends either.
 """
 
 from __future__ import annotations
@@ -125,6 +126,14 @@ class Forwarder:
         self.tracker = Tracker(self.opts)
         self.keys = consumer.keys
         self.next_retry = time.monotonic() + self.opts.retry_failed_every
+        self.unrecorded: set[str] = set()  # sent, but Redis did not take the record yet
+
+    def record_sent(self) -> None:
+        """Remember sent events in Redis; what Redis refuses now is kept here until it takes it."""
+        while self.unrecorded:
+            event_id = next(iter(self.unrecorded))
+            self.consumer.client.set(self.keys.sent(event_id), b"1", ex=self.opts.sent_ttl)
+            self.unrecorded.discard(event_id)
 
     def prepare(self, item: dict[str, Any]) -> Event | tuple[str, Any]:
         """An event to send, or ("other", record) / ("dead", reason)."""
@@ -154,7 +163,8 @@ class Forwarder:
         for attempt in range(1, self.opts.retries + 1):
             try:
                 self.tracker.send(event.params)
-                self.consumer.client.set(self.keys.sent(event.event_id), b"1", ex=self.opts.sent_ttl)
+                self.unrecorded.add(event.event_id)
+                self.record_sent()
                 return None
             except RetryableError as exc:
                 if attempt == self.opts.retries:
@@ -192,7 +202,7 @@ class Forwarder:
                 pipe.exists(self.keys.sent(event.event_id))
             already = pipe.execute() if events else []
         for (item, event), was_sent in zip(events, already, strict=True):
-            if was_sent:
+            if was_sent or event.event_id in self.unrecorded:
                 sent.append(event.record)
                 continue
             if self.flags.stop:

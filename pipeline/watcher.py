@@ -16,9 +16,10 @@ from dataclasses import replace
 
 import redis
 
+from pipeline import failpoint
 from pipeline.backoff import Backoff
 from pipeline.config import Config, ProgramConfig
-from pipeline.connection import CONNECTION_ERRORS, connect
+from pipeline.connection import REDIS_ERRORS, connect, passing
 from pipeline.fileid import FileState, file_key, find_by_inode, new_state, same_file
 from pipeline.keys import Keys
 from pipeline.logsetup import safe
@@ -134,7 +135,7 @@ class Watcher:
             log.warning("%s: %s was truncated (size %d < offset %d) or rewritten; reading from 0",
                         self.name, safe(tail.path), size, tail.pos)
             self._commit_pending(tail)
-            tail.restart_from_zero(new_state(tail.path, tail.fd, 0))
+            tail.rewind(new_state(tail.path, tail.fd, 0))
 
     def _resume_rotated_while_stopped(self, found: dict[str, str]) -> None:
         for key, state in list(self.saved.items()):
@@ -159,6 +160,22 @@ class Watcher:
                 continue
             del self.saved[key]
 
+    def resync(self) -> None:
+        """After an outage, believe Redis over memory: if it came back without writes it had
+        acknowledged (restarted from an older append-only file or snapshot, a failover to a
+        lagging replica), those lines left the queue with the offsets, so read them again."""
+        saved = {k.decode(): FileState.loads(v) for k, v in self.client.hgetall(self.offsets_key).items()}
+        for key, tail in self.tails.items():
+            state = saved.get(key, tail.origin)
+            if state.offset < tail.state.offset and state.sid == tail.state.sid:
+                log.warning("%s: Redis lost the position of %s (%d, memory says %d): reading "
+                            "from %d again", self.name, safe(tail.path), state.offset,
+                            tail.state.offset, state.offset)
+                tail.rewind(state)
+                self.uncertain = False
+        if not any(t.pending for t in self.tails.values()):
+            self.first_pending_at = None
+
     def _report_gap(self, state: FileState) -> None:
         log.error("%s: GAP: %s (inode %d) is gone; lines written to it after offset %d "
                   "while the watcher was stopped cannot be read", self.name,
@@ -172,6 +189,7 @@ class Watcher:
         The lines go out as messages of at most ``batch_lines`` items; when the watcher is
         catching up, several such messages share one transaction (one round trip).
         """
+        failpoint.hit("taken")
         messages: list[bytes] = []
         states = {}
         count = 0
@@ -270,6 +288,7 @@ class Watcher:
         backoff = Backoff()
         loaded = False
         next_scan = 0.0
+        resync = False
         while not self.flags.stop:
             try:
                 if not loaded:
@@ -277,6 +296,9 @@ class Watcher:
                     self.rescan(first=True)
                     loaded = True
                     next_scan = time.monotonic() + self.opts.rescan_ms / 1000
+                elif resync:
+                    self.resync()
+                resync = False
                 got = self.pump()
                 self.flush_due()
                 self.stats.flush()
@@ -288,14 +310,17 @@ class Watcher:
                 backoff.reset()
                 if not got:
                     time.sleep(self.opts.poll_ms / 1000)
-            except CONNECTION_ERRORS as exc:
+            except REDIS_ERRORS as exc:
+                if not passing(exc):
+                    raise
+                resync = True
                 delay = backoff.next_delay()
-                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.name, exc, delay)
+                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.name, safe(exc), delay)
                 sleep_unless(self.flags, delay)
         try:
             self.flush_due(force=True)
             self.stats.flush(force=True)
-        except CONNECTION_ERRORS as exc:
+        except REDIS_ERRORS as exc:
             log.warning("%s: could not push the last lines before stopping (%s); they will be "
                         "read again at start", self.name, exc)
         for tail in self.tails.values():

@@ -20,10 +20,10 @@ from types import FrameType
 
 import redis
 
-from pipeline import message
+from pipeline import failpoint, message
 from pipeline.backoff import Backoff
 from pipeline.config import Config, ProgramConfig
-from pipeline.connection import CONNECTION_ERRORS, connect
+from pipeline.connection import REDIS_ERRORS, connect, passing
 from pipeline.queue import Consumer, Delivery, Outcome
 from pipeline.reaper import reap
 
@@ -73,7 +73,7 @@ class Heartbeat(threading.Thread):
         while not self.done.wait(self.interval):
             try:
                 self.consumer.beat()
-            except CONNECTION_ERRORS as exc:
+            except REDIS_ERRORS as exc:  # never let the heartbeat die while the worker lives
                 log.warning("heartbeat failed: %s", exc)
 
 
@@ -126,6 +126,7 @@ def run_consumer(
                     started = True
                 delivery = consumer.take(gather_items, linger)
                 if delivery is not None:
+                    failpoint.hit("taken")
                     outcome = Outcome()
                     if delivery.items:
                         try:
@@ -135,6 +136,7 @@ def run_consumer(
                             log.info("%s: batch handed back to %s", consumer.id, queue)
                             break
                     outcome.dead.extend(undecodable(consumer, delivery))
+                    failpoint.hit("handled")
                     consumer.ack(delivery, outcome)
                 consumer.stats.flush()
                 if tick is not None:
@@ -143,7 +145,9 @@ def run_consumer(
                     next_reap = time.monotonic() + rcfg.heartbeat_ttl / 2
                     reap(client, rcfg, me=consumer.id)
                 backoff.reset()
-            except CONNECTION_ERRORS as exc:
+            except REDIS_ERRORS as exc:
+                if not passing(exc):
+                    raise
                 delay = backoff.next_delay()
                 log.warning("%s: Redis unavailable (%s); retrying in %.1fs", consumer.id, exc, delay)
                 consumer.after_connection_error()
@@ -153,7 +157,9 @@ def run_consumer(
             consumer.stop()
         log.info("%s: stopped", consumer.id)
         return 0
-    except CONNECTION_ERRORS:
+    except REDIS_ERRORS as exc:
+        if not passing(exc):
+            raise
         return 0
     finally:
         heartbeat.done.set()

@@ -145,3 +145,13 @@ def es_node_factory(es_build: Path) -> Iterator[object]:
     yield make
     for node in nodes:
         node.remove()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
+    """The fault-injection summary: per scenario and sink, what was lost, doubled, unexpected."""
+    from tests.faults import ROWS, summary
+
+    if ROWS:
+        terminalreporter.section("fault injection: lost / duplicated / unexpected per sink")
+        for row in summary():
+            terminalreporter.write_line(row)
