@@ -15,10 +15,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import redis
 
 from pipeline import config
 from pipeline.errors import ConfigError
+from pipeline.keys import Keys
 from pipeline.supervisord import generate, set_enabled
+from tests.faults import Scenario
 from tests.procs import REPO, count_seq
 from tests.servers import free_port, wait_for
 
@@ -158,14 +161,23 @@ pushto = raw
         # stop a worker mid-stream: it exits within stopwaitsecs and nothing is lost
         with access.open("a") as handle:
             handle.write("\n".join(every[3000:]) + "\n")
+        scenario = Scenario("3 graceful stop (supervisorctl stop) mid-batch")
         ctl = [str(Path(sys.executable).parent / "supervisorctl"), "-c", str(tmp_path / "supervisord.conf")]
+        stopwaitsecs = config.load(cfg).worker("logger_out").stopwaitsecs
+        wait_for(lambda: len(count_seq(out)[0]) > 3500, timeout=60, what="the file logger at work")
         started = time.monotonic()
-        stopped = subprocess.run(ctl + ["stop", "logger_out"], capture_output=True, text=True, timeout=60)
-        assert "stopped" in stopped.stdout and time.monotonic() - started < 30
+        stopped = subprocess.run(ctl + ["stop", "logger_out"], capture_output=True, text=True, timeout=120)
+        took = time.monotonic() - started
+        assert "stopped" in stopped.stdout and took < stopwaitsecs, (stopped.stdout, took)
+        client = redis.Redis.from_url(config.load(cfg).redis["redis"].connection_url())
+        keys = Keys()
+        mine = [c.decode() for c in client.hkeys(keys.consumers) if c.endswith(b"/logger_out")]
+        held = {c: client.llen(keys.inflight(c)) for c in mine}
+        assert mine and not any(held.values()), f"in flight after a graceful stop: {held}"
         subprocess.run(ctl + ["start", "logger_out"], capture_output=True, text=True, timeout=60, check=True)
         wait_for(lambda: len(count_seq(out)[0]) == 23000, timeout=90, what="all 23000 lines")
-        seen, _ = count_seq(out)
-        assert max(seen.values()) == 1
+        time.sleep(1)
+        scenario.check("file", count_seq(out)[0], 23000, note=f"stopped in {took:.1f}s")
 
         # the console: 127.0.0.1 only, 401 without credentials, 200 with
         base = f"http://127.0.0.1:{port}/"
@@ -175,7 +187,68 @@ pushto = raw
         assert http_status(base, auth=("admin", "pw")) == 200
         assert http_status(base, auth=("admin", "wrong")) == 401
         assert listening_addresses(port) == {"127.0.0.1"}
+
+        # the known XML-RPC command-execution path answers a fault and runs nothing
+        marker = tmp_path / "pwned"
+        probe = ("<?xml version='1.0'?><methodCall><methodName>"
+                 "supervisor.supervisord.options.warnings.linecache.os.system</methodName><params>"
+                 f"<param><value><string>touch {marker}</string></value></param></params></methodCall>")
+        assert http_status(base + "RPC2", data=probe.encode()) == 401
+        request = urllib.request.Request(base + "RPC2", data=probe.encode())
+        request.add_header("Authorization", "Basic " + base64.b64encode(b"admin:pw").decode())
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = response.read()
+        assert b"<fault>" in answer, answer
+        time.sleep(0.5)
+        assert not marker.exists()
     finally:
         loglines(cfg, "down", check=False)
         pidfile = tmp_path / "var" / "supervisord.pid"
         wait_for(lambda: not pidfile.exists(), timeout=60, what="supervisord to exit")
+
+
+@pytest.mark.slow
+def test_04_redis_down_while_workers_start_under_supervisord(tmp_path: Path) -> None:
+    """Workers started before their Redis wait and retry; supervisord never sees them die."""
+    from bench.genlog import lines
+    from tests.servers import RedisServer
+
+    scenario = Scenario("4 Redis down while workers start (supervisord)")
+    access = tmp_path / "access.log"
+    access.write_text("")
+    redis_port = free_port()
+    body = BODY + f"""
+[logger_access]
+type = watcher
+logfile = {access}
+pushto = raw
+"""
+    path = tmp_path / "loglines.cfg"
+    path.write_text(f"[supervisor]\nport = {free_port()}\npassword = pw\n\n[redis]\n"
+                    f"url = redis://127.0.0.1:{redis_port}/0\nheartbeat_ttl = 3\n{body}")
+    loglines(path, "up")
+    server = RedisServer(tmp_path / "redis", redis_port)
+    ctl = [str(Path(sys.executable).parent / "supervisorctl"), "-c", str(tmp_path / "supervisord.conf")]
+
+    def status() -> str:
+        return subprocess.run(ctl + ["status"], capture_output=True, text=True, timeout=60).stdout
+
+    try:
+        wait_for(lambda: "RUNNING" in status(), timeout=30, what="workers started")
+        time.sleep(12)  # well past startsecs x startretries: a dying worker would be FATAL by now
+        states = status()
+        rows = [row.split()[:2] for row in states.splitlines() if row.strip()]
+        assert rows and all(state == "RUNNING" for _, state in rows), states
+        assert "uptime 0:00:1" in states  # still the first start of each: never restarted
+        server.start()
+        every = list(lines(5000, seq=True))
+        access.write_text("\n".join(every) + "\n")
+        out = tmp_path / "out.log"
+        wait_for(lambda: len(count_seq(out)[0]) == 5000, timeout=90, what="5000 lines once Redis is up")
+        time.sleep(1)
+        scenario.check("file", count_seq(out)[0], 5000)
+    finally:
+        loglines(path, "down", check=False)
+        pidfile = tmp_path / "var" / "supervisord.pid"
+        wait_for(lambda: not pidfile.exists(), timeout=60, what="supervisord to exit")
+        server.kill()
