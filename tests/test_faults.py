@@ -11,13 +11,16 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
-from tests.faults import Pipeline, Scenario
+from tests.faults import Pipeline, Scenario, start_with
+from tests.procs import REPO
 from tests.servers import RedisServer, wait_for
 from tests.tracker_server import TrackerServer
 
@@ -246,3 +249,157 @@ def test_12_file_logger_disk_full(redis_server: RedisServer, r, es_url: str, tra
             pipe.check(scenario)
         finally:
             pipe.stop()
+
+
+MOODY = '''
+import os, re, signal, time
+from pipeline.plugins import accesslog
+
+def parse(item):
+    line = item["logline"]
+    if "POISON" in line:
+        os.kill(os.getpid(), signal.SIGKILL)  # takes the whole worker down, every time
+    n = int(re.search(r"seq=(\\d+)", line).group(1))
+    if n % 97 == 13:
+        raise ValueError("this plugin does not like %d" % n)
+    if n in (700, 1300) and os.environ.get("MOODY_HANG"):
+        time.sleep(3600)  # hangs: the per-item time limit must cut it off
+    if n % 500 == 250 and os.environ.get("MOODY_SLOW"):
+        time.sleep(4)  # slow but alive: longer than the heartbeat TTL
+    return accesslog.parse(item)
+'''
+
+
+def moody_pipeline(tmp_path: Path, redis_url: str, es_url: str, tracker: TrackerServer,
+                   time_limit: bool = True) -> Pipeline:
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "moody.py").write_text(MOODY)
+    return Pipeline(tmp_path, redis_url, es_url, tracker, sinks=("file",), plugin="moody",
+                    parse_extra="plugin_timeout_s = 1" if time_limit else "")
+
+
+def test_17_plugin_raising_and_hanging(redis_server: RedisServer, r, es_url: str, tracker: TrackerServer,
+                                       tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    scenario = Scenario("17 plugin raising on some lines, hanging on two")
+    pipe = moody_pipeline(tmp_path, redis_server.url, es_url, tracker)
+    pipe.start({"worker_parse": {"MOODY_HANG": "1"}})
+    try:
+        pipe.write(1500, pace=0.02, chunk=50)
+        raised = {n for n in range(1500) if n % 97 == 13}
+        dead = frozenset(raised | {700, 1300})
+        wait_for(lambda: len(pipe.seen("file")) >= 1500 - len(dead), timeout=120, what="the rest delivered")
+        time.sleep(1)
+        alive(pipe)
+        pipe.check(scenario, dead=dead)
+        reasons = {e["reason"].split(":")[0] for e in pipe.dead_letters()}
+        assert reasons == {"plugin moody raised ValueError", "plugin moody raised PluginTimeout"} or \
+            all(r.startswith("plugin moody raised") for r in reasons), reasons
+        assert all("Traceback" in e["detail"] for e in pipe.dead_letters())
+    finally:
+        pipe.stop()
+
+
+def test_18_malformed_queue_payloads(redis_server: RedisServer, r, es_url: str, tracker: TrackerServer,
+                                     tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import pickle
+
+    from pipeline.keys import Keys
+
+    marker = tmp_path / "unpickled"
+
+    class Trap:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (os.system, (f"touch {marker}",))
+
+    scenario = Scenario("18 malformed payloads: broken JSON, wrong schema, huge, pickle")
+    pipe = Pipeline(tmp_path, redis_server.url, es_url, tracker).start()
+    hostile = [b'[{"service": "x", "logline": "unterminated', b'{"no": "logline"}', b"[1, 2, 3]",
+               b'"just a string"', b"x" * (65 * 1024 * 1024), pickle.dumps(Trap())]
+    try:
+        pipe.write(500, pace=0.02, chunk=50)
+        for raw in hostile:
+            r.rpush(Keys().queue("raw"), raw)
+        pipe.write(500, pace=0.02, chunk=50)
+        pipe.wait_delivered()
+        alive(pipe)
+        entries = pipe.dead_letters()
+        assert len(entries) == len(hostile), [e["reason"] for e in entries]
+        assert all(e["reason"] for e in entries)
+        assert not marker.exists(), "a pickle was unpickled"
+        r.delete(Keys().dead_letters)
+        pipe.check(scenario, tracker_bound=0, note=f"{len(hostile)} payloads dead-lettered")
+    finally:
+        pipe.stop()
+
+
+def test_19_poison_payload_killing_the_worker_every_time(redis_server: RedisServer, r, es_url: str,
+                                                         tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from pipeline import message
+    from pipeline.keys import Keys
+
+    scenario = Scenario("19 poison payload: kills the parser every time")
+    pipe = moody_pipeline(tmp_path, redis_server.url, es_url, tracker).start()
+    parser = pipe.workers["worker_parse"]
+    try:
+        pipe.write(200, pace=0.02, chunk=50)
+        r.rpush(Keys().queue("raw"), message.encode([{"service": "evil", "logline": "GET /POISON"}]))
+        pipe.write(200, pace=0.02, chunk=50)
+        deaths = 0
+        deadline = time.monotonic() + 120
+        while not any("poison" in e["reason"] for e in pipe.dead_letters()):
+            assert time.monotonic() < deadline, "the poison batch was never dead-lettered"
+            assert parser.proc is not None
+            if parser.proc.poll() is not None:  # what supervisord does: start it again
+                deaths += 1
+                parser.start()
+            time.sleep(0.2)
+        assert deaths == 3, deaths
+        pipe.write(200, pace=0.02, chunk=50)
+        dead = frozenset(n for n in range(600) if n % 97 == 13)
+        wait_for(lambda: len(pipe.seen("file")) >= 600 - len(dead), timeout=60, what="the rest delivered")
+        time.sleep(1)
+        poison = [e for e in pipe.dead_letters() if "poison" in e["reason"]]
+        assert len(poison) == 1 and b"POISON" in message.dead_letter_payload(poison[0])
+        r.lrem(Keys().dead_letters, 1, orjson.dumps(poison[0]))
+        alive(pipe)
+        pipe.check(scenario, dead=dead, note=f"dead-lettered after {deaths} deaths")
+    finally:
+        pipe.stop()
+
+
+def test_20_two_reapers_and_a_slow_live_worker(redis_server: RedisServer, r, es_url: str,
+                                               tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A parser slower than the heartbeat TTL keeps its batch; orphans of killed parsers are
+    requeued once, however many reapers race for them."""
+    from tests.procs import Worker
+
+    scenario = Scenario("20 two reapers racing, a slow but live worker")
+    pipe = moody_pipeline(tmp_path, redis_server.url, es_url, tracker, time_limit=False)
+    doomed = [Worker(pipe.cfg, "worker_parse", pipe.logs, process_name=f"worker_parse_0{n}") for n in (1, 2)]
+    try:
+        pipe.start({"worker_parse": {"MOODY_SLOW": "1"}})
+        for n, worker in enumerate(doomed):
+            start_with(worker, {"LOGLINES_FAILPOINT": f"taken:{n + 3}", "MOODY_SLOW": "1"})
+        reapers = []
+        pipe.write(1000, pace=0.05, chunk=50)
+        for worker in doomed:
+            assert worker.proc is not None and worker.proc.wait(timeout=60) == -signal.SIGKILL
+        for _ in range(8):  # two reapers at once, again and again, while the orphans wait
+            reapers = [subprocess.Popen([sys.executable, "-m", "pipeline", "-c", str(pipe.cfg), "reap"],
+                                        stdout=subprocess.PIPE, cwd=tmp_path,
+                                        env=dict(os.environ, PYTHONPATH=str(REPO))) for _ in range(2)]
+            for reaper in reapers:
+                assert reaper.wait(timeout=60) == 0
+            time.sleep(0.5)
+        pipe.write(500, pace=0.05, chunk=50)
+        dead = frozenset(n for n in range(1500) if n % 97 == 13)
+        wait_for(lambda: len(pipe.seen("file")) >= 1500 - len(dead), timeout=120, what="everything")
+        time.sleep(1)
+        slow_log = pipe.workers["worker_parse"].logfile.read_text()
+        assert "refused or uncertain" not in slow_log, "the live worker's batch was taken from it"
+        assert "reaped while we worked" not in slow_log
+        pipe.check(scenario, dead=dead, note="2 orphans, 16 reaper runs")
+    finally:
+        for worker in doomed:
+            worker.stop()
+        pipe.stop()
