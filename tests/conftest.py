@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,6 +146,13 @@ def es_node_factory(es_build: Path) -> Iterator[object]:
     yield make
     for node in nodes:
         node.remove()
+
+
+@pytest.fixture(autouse=True)
+def _scenario_clock() -> None:
+    from tests.faults import TEST_STARTED
+
+    TEST_STARTED[0] = time.monotonic()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]

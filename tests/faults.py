@@ -46,6 +46,7 @@ class Row:
 
 
 ROWS: list[Row] = []
+TEST_STARTED = [time.monotonic()]  # set when each test starts: scenarios time the whole test
 
 
 def summary() -> list[str]:
@@ -60,7 +61,7 @@ def summary() -> list[str]:
 
 class Scenario:
     def __init__(self, title: str) -> None:
-        self.title, self.started = title, time.monotonic()
+        self.title, self.started = title, TEST_STARTED[0]
 
     def record(self, sink: str, seen: dict[int, int], written: int, note: str = "") -> dict[str, int]:
         result = oracle(seen, written)
@@ -243,11 +244,14 @@ def start_with(worker: Worker, env: dict[str, str]) -> None:
                 os.environ[k] = v
 
 
-def es_seen(es: Elasticsearch, index: str) -> dict[int, int]:
+def es_seen(es: Elasticsearch, index: str, field: str = "") -> dict[int, int]:
+    """Documents per sequence number: the ``seq=N`` in their url, or the number in ``field``."""
     try:
         es.indices.refresh(index=index, ignore_unavailable=True)
         hits: Iterator[dict] = scan(es, index=index, query={"query": {"match_all": {}}},
-                                    _source=["url"], size=5000)
+                                    _source=[field or "url"], size=5000)
+        if field:
+            return dict(Counter(int(h["_source"][field]) for h in hits))
         return dict(Counter(int(m.group(1)) for h in hits if (m := SEQ.search(h["_source"]["url"]))))
     except ApiError as exc:
         if exc.meta.status in (404, 503):

@@ -14,6 +14,7 @@ from elasticsearch import ApiError, Elasticsearch
 from bench.genlog import lines
 from pipeline.esindexer import document_id, index_name
 from pipeline.keys import Keys
+from tests.faults import Scenario, es_seen
 from tests.procs import SEQ, Worker
 from tests.servers import wait_for
 
@@ -126,6 +127,10 @@ def test_mapping_conflict_dead_letters_only_the_bad_documents(es_url: str, write
         entry = orjson.loads(r.lindex(K.dead_letters, 0))
         assert "document_parsing_exception" in entry["reason"] or "mapper_parsing_exception" in entry["reason"]
         assert entry["item"]["n"] == "not a number"
+        seen = es_seen(es, index, "off")
+        refused = {orjson.loads(e)["item"]["off"] for e in r.lrange(K.dead_letters, 0, -1)}
+        Scenario("10 Elasticsearch rejecting some documents (400)").check(
+            "es", {**seen, **dict.fromkeys(refused, 1)}, 100, note=f"{len(refused)} dead-lettered with reason")
     finally:
         worker.stop()
 
@@ -156,12 +161,15 @@ def test_real_429s_are_retried_until_every_document_is_in(es_node_factory, write
         assert count(es, index) == 20_000 and r.llen(K.dead_letters) == 0
         logs = "".join(w.logfile.read_text() for w in workers)
         assert "with 429" in logs or "answered 429" in logs
+        Scenario("9 Elasticsearch answering 429 (write queue of 1)").check(
+            "es", es_seen(es, index, "seq"), 20_000, note=f"{logs.count('429')} log lines of 429s")
     finally:
         for worker in workers:
             worker.stop()
 
 
 def test_elasticsearch_down_for_30s_under_load(es_node_factory, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    scenario = Scenario("8 Elasticsearch unreachable for 30 s under load")
     node = es_node_factory()
     es = es_client(node.url)
     index = "outage"
@@ -185,6 +193,7 @@ def test_elasticsearch_down_for_30s_under_load(es_node_factory, write_cfg, tmp_p
         time.sleep(2)
         assert count(es, index) == 15_500 and r.llen(K.dead_letters) == 0
         assert "unreachable" in worker.logfile.read_text()
+        scenario.check("es", es_seen(es, index, "seq"), 15_500, note="RSS flat while down")
     finally:
         worker.stop()
 

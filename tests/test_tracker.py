@@ -16,6 +16,7 @@ from pipeline import config
 from pipeline.keys import Keys
 from pipeline.plugins import repository
 from pipeline.tracker import retry_after
+from tests.faults import Scenario
 from tests.procs import Worker
 from tests.servers import wait_for
 from tests.tracker_server import TrackerServer
@@ -157,6 +158,9 @@ def test_outage_500_then_429_then_recovery_loses_nothing(write_cfg, tmp_path: Pa
             counts = Counter(p["svc_dat"] for p in server.accepted())
             assert len(counts) == 200 and max(counts.values()) == 1
             assert throttled["left"] == 0 and any(s == 500 for _, _, s in server.requests)
+            Scenario("11 tracker 500 for 60 s, then 429 with Retry-After").check(
+                "tracker", Counter(int(p["svc_dat"].split("/")[-2]) for p in server.accepted()), 200,
+                note=f"{sum(1 for _, _, s in server.requests if s != 200)} refused requests")
             log = (tmp_path / "worker_irus.log").read_text()
             assert "tracker failed" in log and "HTTP 429" in log
         finally:
@@ -198,6 +202,9 @@ def test_other_4xx_is_dead_lettered_with_the_response(write_cfg, tmp_path: Path,
             wait_for(lambda: len(server.accepted()) == 4 and r.llen(K.dead_letters) == 1, what="4 sent, 1 refused")
             entry = orjson.loads(r.lindex(K.dead_letters, 0))
             assert "HTTP 400" in entry["reason"] and "tracker says no" in entry["reason"]
+            seen = Counter(int(p["svc_dat"].split("/")[-3]) - 5 for p in server.accepted())
+            Scenario("11 tracker refusing one event with 400").check(
+                "tracker", seen + Counter([2]), 5, note="the 400 dead-lettered with the response")
             assert entry["item"]["logline"].count("/7/1/a.pdf") == 1
         finally:
             worker.stop()
