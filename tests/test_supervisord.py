@@ -53,7 +53,7 @@ def cfg_file(tmp_path: Path, body: str = BODY, supervisor: str = "password = pw\
 
 
 def test_generation_modes_links_and_numprocs(tmp_path: Path) -> None:
-    cfg = config.load(cfg_file(tmp_path))
+    cfg = config.load(cfg_file(tmp_path, BODY.replace("logfile = out.log\n", "logfile = out.log\nuser = nobody\n")))
     result = generate(cfg)
     assert sorted(result.enabled) == ["logger_out", "worker_parse"]
     for path in result.files:
@@ -65,6 +65,7 @@ def test_generation_modes_links_and_numprocs(tmp_path: Path) -> None:
     parse = (tmp_path / "workers_available" / "worker_parse.conf").read_text()
     assert "numprocs = 2" in parse and "%(process_num)02d" in parse and "stopsignal = TERM" in parse
     assert (tmp_path / "workers_enabled" / "worker_parse.conf").is_symlink()
+    assert "\nuser = nobody\n" in (tmp_path / "workers_available" / "logger_out.conf").read_text()
     assert not (tmp_path / "workers_enabled" / "logger_quiet.conf").exists()
     assert "appendonly yes" in (tmp_path / "var" / "redis.conf").read_text()
 
