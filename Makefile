@@ -25,7 +25,12 @@ demo: install
 test: install
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
+## make bench: every benchmark beside its peer (rsyslog from Debian, installed if missing)
+RSYSLOG_PACKAGES := rsyslog rsyslog-hiredis rsyslog-elasticsearch
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 bench: install
+	@dpkg -s $(RSYSLOG_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(RSYSLOG_PACKAGES); }
 	$(PY) -m bench.run
 
 lint: install

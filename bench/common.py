@@ -7,15 +7,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.genlog import lines
+from bench.genlog import kontext_lines, lines
 from tests.servers import RedisServer
 
 
-def access_log(path: Path, count: int, seed: int = 1) -> Path:
+def access_log(path: Path, count: int, seed: int = 1, kontext: bool = False) -> Path:
     if not path.exists() or path.stat().st_size == 0:
         with path.open("w") as handle:
             batch = []
-            for line in lines(count, seed):
+            for line in (kontext_lines(count, seed) if kontext else lines(count, seed)):
                 batch.append(line)
                 if len(batch) == 10000:
                     handle.write("\n".join(batch) + "\n")
@@ -58,14 +58,21 @@ def push_file(client, log: Path, batch_lines: int = 500) -> int:  # type: ignore
     return watcher.lines_pushed
 
 
-def run_with_redis(lines_count: int, runs: int, label: str, measure: Callable[..., float]) -> None:
+def run_with_redis(lines_count: int, runs: int, label: str, measure: Callable[..., float],
+                   kontext: bool = False) -> float:
     """Make the data and a private Redis, print ``label: median (spread)`` of ``measure``."""
     work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
-    log = access_log(work / "access.log", lines_count)
+    log = access_log(work / "access.log", lines_count, kontext=kontext)
     server = private_redis(work / "redis")
     try:
         client = server.client()
         med, low, high = median_of(runs, lambda: measure(client, log))
         print(f"{label}: {med:,.0f} lines/s (median of {runs}, {low:,.0f}..{high:,.0f})")
+        return med
     finally:
         server.stop()
+
+
+def row(benchmark: str, ours: str, peer: str = "-", ratio: str = "-", target: str = "") -> None:
+    """One row of ``make bench``'s table (bench/run.py collects the lines starting ``ROW|``)."""
+    print("|".join(("ROW", benchmark, ours, peer, ratio, target)), flush=True)

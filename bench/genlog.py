@@ -2,12 +2,13 @@
 
 Repository downloads (DSpace and EPrints), item pages, thumbnails, static files, searches; a
 share of robots; IPv4 and IPv6 clients; statuses 200/206/304/404/500. The same seed gives the
-same bytes.
+same bytes. ``kontext_lines`` makes KonText application records (``[QUERY] INFO: {json}``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import sys
 from collections.abc import Iterator
@@ -76,14 +77,40 @@ def lines(count: int, seed: int = 1, seq: bool = False) -> Iterator[str]:
                f'"{referrer}" "{agent}"')
 
 
+CORPORA = ["syn2015", "intercorp_v9_cs", "omezeni/syn_v4", "capek_korespondence", "ortofon_v1"]
+ACTIONS = ["first", "view", "freqs", "concdesc", "wordlist", "collx", "filter"]
+
+
+def kontext_lines(count: int, seed: int = 1) -> Iterator[str]:
+    """``count`` KonText query-log records, shaped like the application's own log lines."""
+    rng = random.Random(seed)
+    second = 0
+    for n in range(count):
+        second += rng.random() < 0.5
+        stamp = f"2026-01-{1 + second // 86400 % 28:02d} {second // 3600 % 24:02d}:{second // 60 % 60:02d}:{second % 60:02d}"
+        robot = rng.random() < 0.05
+        record = {
+            "user_id": rng.randrange(1, 9000), "proc_time": round(rng.random() * 3, 4), "pid": 28573,
+            "request": {"HTTP_X_FORWARDED_FOR": _ip(rng),
+                        "HTTP_USER_AGENT": rng.choice(ROBOTS if robot else AGENTS)},
+            "action": rng.choice(ACTIONS),
+            "params": {"corpname": rng.choice(CORPORA), "viewmode": rng.choice(["kwic", "sen", "align"]),
+                       "pagesize": str(rng.choice([20, 40, 100])), "attrs": "word", "q": f"~q{n:08x}"},
+            "date": f"{stamp}.{rng.randrange(1_000_000):06d}",
+        }
+        yield f"{stamp},{rng.randrange(1000):03d} [QUERY] INFO: {json.dumps(record)}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("count", type=int, nargs="?", default=1_000_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--seq", action="store_true", help="number every line (seq=N)")
+    parser.add_argument("--kontext", action="store_true", help="KonText application records instead")
     args = parser.parse_args()
     out = sys.stdout
-    for line in lines(args.count, args.seed, args.seq):
+    made = kontext_lines(args.count, args.seed) if args.kontext else lines(args.count, args.seed, args.seq)
+    for line in made:
         out.write(line + "\n")
 
 

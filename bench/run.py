@@ -10,11 +10,15 @@ import time
 from pathlib import Path
 
 BENCHMARKS = [
-    ("P1 watcher file->Redis (lines/s)", ["bench.watcher_bench"]),
-    ("P2 parser, accesslog (lines/s per process)", ["bench.parser_bench"]),
-    ("Tracker forwarder (events/s, local tracker)", ["bench.tracker_bench"]),
-    ("P3/P4 Elasticsearch", ["bench.es_bench"]),
+    ["bench.peers_bench", "p1"],
+    ["bench.parser_bench"],
+    ["bench.es_bench"],
+    ["bench.peers_bench", "es"],
+    ["bench.tracker_bench"],
 ]
+HEAD = ["benchmark", "loglines", "peer (same run)", "ratio", "target"]
+PEERS = ("P1/P4/P5/P6: rsyslog {version} from Debian (imfile -> omhiredis, imfile -> "
+         "omelasticsearch in bulk mode); P3: a minimal raw _bulk loader")
 
 
 def machine() -> str:
@@ -27,17 +31,33 @@ def machine() -> str:
     return f"{platform.node()}: {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
 
 
+def rsyslog_version() -> str:
+    try:
+        from bench.rsyslog import binary
+
+        out = subprocess.run([binary(), "-v"], capture_output=True, text=True).stdout
+        return out.split()[1]
+    except (SystemExit, OSError, IndexError):
+        return "(not installed)"
+
+
 def main() -> None:
-    rows = []
-    for title, module in BENCHMARKS:
-        out = subprocess.run([sys.executable, "-m", *module], capture_output=True, text=True,
-                             check=True).stdout.strip().splitlines()
-        for result in out:
-            label, _, figure = result.partition(": ")
-            rows.append((title if len(out) == 1 else f"{title}, {label}", figure.strip()))
-            print(f"{rows[-1][0]}: {rows[-1][1]}", flush=True)
-    table = ["| benchmark | result |", "| --- | --- |"] + [f"| {t} | {r} |" for t, r in rows]
-    text = f"# Benchmarks {time.strftime('%Y-%m-%d')}\n\n{machine()}\n\n" + "\n".join(table) + "\n"
+    rows: list[list[str]] = []
+    for module in BENCHMARKS:
+        print(f"== {' '.join(module)}", flush=True)
+        proc = subprocess.Popen([sys.executable, "-m", *module], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("ROW|"):
+                rows.append(line.rstrip("\n").split("|")[1:])
+            else:
+                print("   " + line.rstrip(), flush=True)
+        if proc.wait() != 0:
+            raise SystemExit(f"{' '.join(module)} failed")
+    table = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
+    table += ["| " + " | ".join(r) + " |" for r in rows]
+    text = (f"# Benchmarks {time.strftime('%Y-%m-%d')}\n\n{machine()}\n\n"
+            f"Peers: {PEERS.format(version=rsyslog_version())}.\n\n" + "\n".join(table) + "\n")
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     (results / f"{time.strftime('%Y-%m-%d')}.md").write_text(text)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.common import median_of, private_redis
+from bench.common import median_of, private_redis, row
 from bench.genlog import lines
 from pipeline import config
 from pipeline.keys import Keys
@@ -64,6 +64,7 @@ def main() -> None:
                 assert len(tracker.accepted()) >= len(events)
                 print(f"tracker ratelimit={ratelimit}: {med:,.0f} events/s (median of {args.runs}, "
                       f"{low:,.0f}..{high:,.0f})")
+                row(f"Tracker forwarder, ratelimit {ratelimit} (events/s, local tracker)", f"{med:,.0f}")
     finally:
         server.stop()
 

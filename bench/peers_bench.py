@@ -1,0 +1,297 @@
+"""loglines side by side with rsyslog on the same machine, the same file, Redis and node.
+
+P1  file -> Redis: the watcher (offsets committed) vs rsyslog imfile -> omhiredis.
+P4  file -> searchable in Elasticsearch: watcher -> parser -> indexer (three processes) vs
+    rsyslog imfile -> omelasticsearch (bulk mode). Ours parses every line into fields; the
+    peer sends the raw line.
+P5  latency at a steady write rate: time from a line's write to its document being
+    searchable (the node's default 1 s refresh), p50 and p99, for both.
+P6  peak RSS (VmHWM) of every process while a backlog drains, and of the indexer while
+    Elasticsearch is unreachable.
+
+Each figure is the median of ``--runs`` runs, ours and the peer's interleaved. Output lines
+are ``label: figure`` for bench/run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from elasticsearch import Elasticsearch
+
+from bench.common import access_log, private_redis, push_file, row
+from bench.genlog import lines
+from bench.rsyslog import Rsyslog, wait_until
+
+
+def peak_rss_mib(pid: int) -> float:
+    for entry in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if entry.startswith("VmHWM:"):
+            return int(entry.split()[1]) / 1024
+    return 0.0
+
+
+def med(values: list[float]) -> str:
+    return f"median of {len(values)}, {min(values):,.0f}..{max(values):,.0f}"
+
+
+# -- P1 ----------------------------------------------------------------------------------------
+
+
+def p1(count: int, runs: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
+    log = access_log(work / "access.log", count)
+    server = private_redis(work / "redis")
+    client = server.client()
+    ours, peer = [], []
+    try:
+        for _ in range(runs):
+            client.flushall()
+            started = time.perf_counter()
+            assert push_file(client, log) == count
+            ours.append(count / (time.perf_counter() - started))
+            client.flushall()
+            with Rsyslog.to_redis(log, server.url, "raw"):
+                peer.append(count / wait_until(lambda: client.llen("raw") >= count))
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    o, p = statistics.median(ours), statistics.median(peer)
+    print(f"P1 file->Redis, loglines watcher: {o:,.0f} lines/s ({med(ours)})")
+    print(f"P1 file->Redis, rsyslog imfile->omhiredis: {p:,.0f} lines/s ({med(peer)})")
+    print(f"P1 ratio: {o / p:.2f}x (target 3.0x)")
+    row(f"P1 file -> Redis (lines/s, {count:,} lines, median of {runs})", f"{o:,.0f}", f"{p:,.0f}",
+        f"{o / p:.2f}x", ">= 3.0x")
+
+
+# -- P4, P5, P6: to Elasticsearch -------------------------------------------------------------
+
+
+class Ours:
+    """watcher -> parser -> indexer as three worker processes, on a private Redis."""
+
+    name = "loglines"
+
+    def __init__(self, log: Path, es_url: str, index: str, es_hosts: str = "") -> None:
+        from tests.procs import Worker
+
+        self.work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
+        self.redis = private_redis(self.work / "redis")
+        cfg = self.work / "loglines.cfg"
+        cfg.write_text(f"[redis]\nurl = {self.redis.url}\n"
+                       f"[logger_w]\ntype = watcher\nlogfile = {log}\npushto = raw\n"
+                       f"[worker_p]\ntype = parser\nlistento = raw\npushto = parsed\nplugin = accesslog\n"
+                       f"[worker_e]\ntype = esindexer\nlistento = parsed\nhosts = {es_hosts or es_url}\n"
+                       f"index = {index}\n")
+        self.workers = [Worker(cfg, name, self.work) for name in ("logger_w", "worker_p", "worker_e")]
+
+    def __enter__(self) -> Ours:
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def pids(self) -> dict[str, int]:
+        return {w.name: w.proc.pid for w in self.workers if w.proc is not None}
+
+    def __exit__(self, *exc: object) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.redis.stop()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+class Peer:
+    name = "rsyslog"
+
+    def __init__(self, log: Path, es_url: str, index: str) -> None:
+        self.rsyslog = Rsyslog.to_elasticsearch(log, es_url, index)
+
+    def __enter__(self) -> Peer:
+        self.rsyslog.start()
+        return self
+
+    def pids(self) -> dict[str, int]:
+        return {"rsyslogd": self.rsyslog.pid}
+
+    def __exit__(self, *exc: object) -> None:
+        self.rsyslog.stop()
+
+
+def searchable(es: Elasticsearch, index: str) -> int:
+    try:
+        return int(es.count(index=index, ignore_unavailable=True)["count"])
+    except Exception:  # noqa: BLE001 - an index being created answers 503 for a moment
+        return 0
+
+
+def fresh(es: Elasticsearch, index: str) -> None:
+    es.options(ignore_status=404).indices.delete(index=index)
+
+
+def throughput(make: Callable[[Path, str, str], object], es: Elasticsearch, url: str, log: Path,
+               count: int, index: str) -> tuple[float, dict[str, float]]:
+    """lines/s from start to every document searchable, and each process's peak RSS."""
+    fresh(es, index)
+    started = time.perf_counter()
+    with make(log, url, index) as system:  # type: ignore[attr-defined]
+        pids = system.pids()
+        wait_until(lambda: searchable(es, index) >= count, timeout=3600, interval=0.2)
+        elapsed = time.perf_counter() - started
+        rss = {name: peak_rss_mib(pid) for name, pid in pids.items()}
+    fresh(es, index)
+    return count / elapsed, rss
+
+
+def latency(make: Callable[[Path, str, str], object], es: Elasticsearch, url: str, rate: int,
+            seconds: float, index: str) -> tuple[float, float, float]:
+    """p50 and p99 seconds from write to searchable at ``rate`` lines/s; and the rate achieved."""
+    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
+    log = work / "access.log"
+    log.write_text("")
+    fresh(es, index)
+    written: list[tuple[float, int]] = []  # (when, lines written so far)
+    seen: list[tuple[float, int]] = []  # (when, documents searchable)
+    total = int(rate * seconds)
+    every = list(lines(total, seed=5))
+    with make(log, url, index) as _system:  # type: ignore[attr-defined]
+        time.sleep(2)  # let the processes start before the clock runs
+        done = threading.Event()
+
+        def poll() -> None:
+            while not done.is_set():
+                seen.append((time.perf_counter(), searchable(es, index)))
+                time.sleep(0.05)
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        slice_lines = max(1, rate // 100)  # 10 ms slices
+        started = time.perf_counter()
+        with log.open("a") as handle:
+            for n in range(0, total, slice_lines):
+                due = started + n / rate
+                if (wait := due - time.perf_counter()) > 0:
+                    time.sleep(wait)
+                handle.write("\n".join(every[n:n + slice_lines]) + "\n")
+                handle.flush()
+                written.append((time.perf_counter(), min(n + slice_lines, total)))
+        achieved = total / (time.perf_counter() - started)
+        wait_until(lambda: searchable(es, index) >= total, timeout=3600, interval=0.2)
+        done.set()
+        poller.join()
+    fresh(es, index)
+    shutil.rmtree(work, ignore_errors=True)
+    delays = []
+    j = 0
+    for when, upto in written:
+        while j < len(seen) and seen[j][1] < upto:
+            j += 1
+        if j < len(seen):
+            delays.append(seen[j][0] - when)
+    delays.sort()
+    return delays[len(delays) // 2], delays[int(len(delays) * 0.99)], achieved
+
+
+def es_down_rss(url: str, backlog: int) -> float:
+    """The indexer's peak RSS with ``backlog`` lines waiting and Elasticsearch unreachable."""
+    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
+    log = access_log(work / "access.log", backlog)
+    from tests.servers import free_port
+
+    with Ours(log, url, "p6-down", es_hosts=f"http://127.0.0.1:{free_port()}") as ours:
+        time.sleep(30)
+        rss = peak_rss_mib(ours.pids()["worker_e"])
+    shutil.rmtree(work, ignore_errors=True)
+    return rss
+
+
+def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float, backlog: int) -> None:
+    es = Elasticsearch(url, request_timeout=120)
+    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
+    log = access_log(work / "access.log", count, seed=22)
+    results: dict[str, list[float]] = {"loglines": [], "rsyslog": []}
+    rss: dict[str, list[float]] = {}
+    for _ in range(runs):
+        for make in (Ours, Peer):
+            figure, peaks = throughput(make, es, url, log, count, f"p4-{make.name}")
+            results[make.name].append(figure)
+            for name, value in peaks.items():
+                rss.setdefault(f"{make.name} {name}", []).append(value)
+    o, p = statistics.median(results["loglines"]), statistics.median(results["rsyslog"])
+    print(f"P4 file->Elasticsearch, loglines (parsed): {o:,.0f} lines/s ({med(results['loglines'])})")
+    print(f"P4 file->Elasticsearch, rsyslog (raw lines): {p:,.0f} lines/s ({med(results['rsyslog'])})")
+    print(f"P4 ratio: {o / p:.2f}x (target 1.5x)")
+    row(f"P4 file -> searchable in Elasticsearch (lines/s, {count:,} lines, median of {runs})",
+        f"{o:,.0f}", f"{p:,.0f}", f"{o / p:.2f}x", ">= 1.5x")
+    p99_of = {}
+    for make in (Ours, Peer):
+        p50s, p99s, rates = [], [], []
+        for _ in range(runs):
+            p50, p99, achieved = latency(make, es, url, rate, seconds, f"p5-{make.name}")
+            p50s.append(p50)
+            p99s.append(p99)
+            rates.append(achieved)
+        p99_of[make.name] = (statistics.median(p50s), statistics.median(p99s), statistics.median(rates))
+        print(f"P5 latency at {statistics.median(rates):,.0f} lines/s for {seconds:.0f} s, {make.name}: "
+              f"p50 {statistics.median(p50s):.2f} s, p99 {statistics.median(p99s):.2f} s "
+              f"(median of {runs}; p99 {min(p99s):.2f}..{max(p99s):.2f}; target p99 <= 2 s)")
+    ours_p, peer_p = p99_of["loglines"], p99_of["rsyslog"]
+    row(f"P5 write -> searchable at {ours_p[2]:,.0f} lines/s, p50 / p99 (s, median of {runs})",
+        f"{ours_p[0]:.2f} / {ours_p[1]:.2f}", f"{peer_p[0]:.2f} / {peer_p[1]:.2f}",
+        f"{ours_p[1] / peer_p[1]:.2f}x (p99)" if peer_p[1] else "-", "p99 <= 2 s")
+    for name, values in rss.items():
+        print(f"P6 peak RSS draining {count:,} lines, {name}: {statistics.median(values):.1f} MiB "
+              f"(max of {len(values)} runs {max(values):.1f}; target 60 MiB per worker)")
+    worst = max((max(v), k) for k, v in rss.items() if k.startswith("loglines"))
+    peer_rss = max(max(v) for k, v in rss.items() if k.startswith("rsyslog"))
+    row(f"P6 peak RSS draining {count:,} lines to Elasticsearch (MiB, largest worker)",
+        f"{worst[0]:.1f} ({worst[1].split()[-1]})", f"{peer_rss:.1f}", f"{worst[0] / peer_rss:.2f}x",
+        "<= 60 MiB per worker")
+    down = es_down_rss(url, backlog)
+    print(f"P6 peak RSS of the indexer, Elasticsearch unreachable for 30 s with {backlog:,} lines "
+          f"waiting: {down:.1f} MiB")
+    row(f"P6 indexer peak RSS, Elasticsearch unreachable 30 s, {backlog:,} lines waiting (MiB)",
+        f"{down:.1f}", target="<= 60 MiB, flat")
+    shutil.rmtree(work, ignore_errors=True)
+    es.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["p1", "es", "all"], nargs="?", default="all")
+    parser.add_argument("--lines", type=int, default=1_000_000, help="P1 file size")
+    parser.add_argument("--es-lines", type=int, default=200_000, help="P4/P6 backlog drained to Elasticsearch")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--rate", type=int, default=20_000, help="P5 lines/s")
+    parser.add_argument("--seconds", type=float, default=10, help="P5 duration")
+    parser.add_argument("--backlog", type=int, default=1_000_000, help="P6 lines waiting while Elasticsearch is down")
+    args = parser.parse_args()
+    if args.what in ("p1", "all"):
+        p1(args.lines, args.runs)
+    if args.what in ("es", "all"):
+        node = None
+        url = os.environ.get("LOGLINES_TEST_ES_URL", "")
+        if not url:
+            from tests.conftest import EsNode
+
+            build = Path(tempfile.mkdtemp(prefix="loglines-es-build-"))
+            build.chmod(0o755)
+            node = EsNode(build).start()
+            url = node.url
+        try:
+            to_elasticsearch(url, args.es_lines, args.runs, args.rate, args.seconds, args.backlog)
+        finally:
+            if node is not None:
+                node.remove()
+                shutil.rmtree(node.build, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""The peer: rsyslog from Debian, started with its own configuration, work directory and PID
+file, reading a file from its beginning (imfile) into Redis (omhiredis) or Elasticsearch
+(omelasticsearch, bulk mode). Stopped by PID. ``make bench`` installs it when it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+PACKAGES = ("rsyslog", "rsyslog-hiredis", "rsyslog-elasticsearch")
+BATCH = 500  # lines per dequeue batch: the same as the watcher's batch_lines
+
+#: One item per line, in the shape loglines' watcher pushes (without src/off).
+ITEM_TEMPLATE = """
+template(name="item" type="list") {
+  constant(value="{\\"service\\":\\"bench\\",\\"logline\\":\\"")
+  property(name="msg" format="json")
+  constant(value="\\"}")
+}
+"""
+
+
+def binary() -> str:
+    found = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else "")
+    if not found:
+        raise SystemExit("rsyslogd is not installed: apt-get install " + " ".join(PACKAGES))
+    return found
+
+
+class Rsyslog:
+    def __init__(self, log: Path, output: str) -> None:
+        self.work = Path(tempfile.mkdtemp(prefix="loglines-rsyslog-"))
+        (self.work / "state").mkdir()
+        self.conf, self.pidfile = self.work / "rsyslog.conf", self.work / "rsyslog.pid"
+        self.conf.write_text(f"""
+global(workDirectory="{self.work}/state" maxMessageSize="64k")
+module(load="imfile")
+{ITEM_TEMPLATE}
+input(type="imfile" File="{log}" Tag="bench" freshStartTail="off" ruleset="out")
+ruleset(name="out" queue.type="LinkedList" queue.size="200000"
+        queue.dequeueBatchSize="{BATCH}" queue.workerThreads="1") {{
+{output}
+}}
+""")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def to_redis(cls, log: Path, redis_url: str, key: str) -> Rsyslog:
+        parts = urlsplit(redis_url)
+        return cls(log, f'module(load="omhiredis")\n'
+                        f'action(type="omhiredis" server="{parts.hostname}" serverport="{parts.port}" '
+                        f'mode="queue" key="{key}" template="item")')
+
+    @classmethod
+    def to_elasticsearch(cls, log: Path, es_url: str, index: str) -> Rsyslog:
+        parts = urlsplit(es_url)
+        return cls(log, f'module(load="omelasticsearch")\n'
+                        'template(name="doc" type="list") {\n'
+                        '  constant(value="{\\"service\\":\\"bench\\",\\"logline\\":\\"")\n'
+                        '  property(name="msg" format="json")\n'
+                        '  constant(value="\\",\\"@timestamp\\":\\"")\n'
+                        '  property(name="timereported" dateFormat="rfc3339")\n'
+                        '  constant(value="\\"}")\n'
+                        '}\n'
+                        f'action(type="omelasticsearch" server="{parts.hostname}" serverport="{parts.port}" '
+                        f'searchIndex="{index}" bulkmode="on" maxbytes="10m" template="doc" '
+                        'esVersion.major="8" action.resumeRetryCount="-1")')
+
+    def start(self) -> Rsyslog:
+        self.proc = subprocess.Popen([binary(), "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
+                                     stdout=open(self.work / "rsyslog.out", "ab"), stderr=subprocess.STDOUT)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def __enter__(self) -> Rsyslog:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_until(predicate, timeout: float = 600, interval: float = 0.02) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until ``predicate()`` held."""
+    started = time.perf_counter()
+    while not predicate():
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError("the peer did not finish in time")
+        time.sleep(interval)
+    return time.perf_counter() - started
