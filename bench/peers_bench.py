@@ -39,6 +39,21 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def current_rss_mib(pid: int) -> float:
+    for entry in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if entry.startswith("VmRSS:"):
+            return int(entry.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+ES_PID: list[int] = []  # the node's process, when the benchmark started it: its CPU is counted too
+
+
 def med(values: list[float]) -> str:
     return f"median of {len(values)}, {min(values):,.0f}..{max(values):,.0f}"
 
@@ -80,18 +95,26 @@ class Ours:
 
     name = "loglines"
 
+    parse = True
+    processes = int(os.environ.get("BENCH_PROCESSES", "1"))  # per consuming worker, as numprocs
+
     def __init__(self, log: Path, es_url: str, index: str, es_hosts: str = "") -> None:
         from tests.procs import Worker
 
         self.work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
         self.redis = private_redis(self.work / "redis")
         cfg = self.work / "loglines.cfg"
+        parser = ("[worker_p]\ntype = parser\nlistento = raw\npushto = parsed\nplugin = accesslog\n"
+                  if self.parse else "")
         cfg.write_text(f"[redis]\nurl = {self.redis.url}\n"
-                       f"[logger_w]\ntype = watcher\nlogfile = {log}\npushto = raw\n"
-                       f"[worker_p]\ntype = parser\nlistento = raw\npushto = parsed\nplugin = accesslog\n"
+                       f"[logger_w]\ntype = watcher\nlogfile = {log}\n"
+                       f"pushto = {'raw' if self.parse else 'parsed'}\n{parser}"
                        f"[worker_e]\ntype = esindexer\nlistento = parsed\nhosts = {es_hosts or es_url}\n"
                        f"index = {index}\n")
-        self.workers = [Worker(cfg, name, self.work) for name in ("logger_w", "worker_p", "worker_e")]
+        names = ("logger_w", "worker_p", "worker_e") if self.parse else ("logger_w", "worker_e")
+        self.workers = [Worker(cfg, name, self.work) for name in names]
+        self.workers += [Worker(cfg, name, self.work, f"{name}_{n:02d}")  # numprocs > 1
+                         for name in names[1:] for n in range(1, self.processes)]
 
     def __enter__(self) -> Ours:
         for worker in self.workers:
@@ -99,13 +122,20 @@ class Ours:
         return self
 
     def pids(self) -> dict[str, int]:
-        return {w.name: w.proc.pid for w in self.workers if w.proc is not None}
+        return {w.process_name or w.name: w.proc.pid for w in self.workers if w.proc is not None}
 
     def __exit__(self, *exc: object) -> None:
         for worker in self.workers:
             worker.stop()
         self.redis.stop()
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+class OursRaw(Ours):
+    """The same work as the peer: raw lines, watcher -> indexer, no parsing."""
+
+    name = "loglines-raw"
+    parse = False
 
 
 class Peer:
@@ -140,12 +170,18 @@ def throughput(make: Callable[[Path, str, str], object], es: Elasticsearch, url:
                count: int, index: str) -> tuple[float, dict[str, float]]:
     """lines/s from start to every document searchable, and each process's peak RSS."""
     fresh(es, index)
+    es_cpu = cpu_seconds(ES_PID[0]) if ES_PID else 0.0
     started = time.perf_counter()
     with make(log, url, index) as system:  # type: ignore[attr-defined]
         pids = system.pids()
         wait_until(lambda: searchable(es, index) >= count, timeout=3600, interval=0.2)
         elapsed = time.perf_counter() - started
         rss = {name: peak_rss_mib(pid) for name, pid in pids.items()}
+        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    if ES_PID:
+        cpu["elasticsearch"] = cpu_seconds(ES_PID[0]) - es_cpu
+    print(f"   CPU seconds per 100,000 lines, {make.name}: " + ", ".join(  # type: ignore[attr-defined]
+        f"{name} {value * 100_000 / count:.1f}" for name, value in cpu.items()) + f" (wall {elapsed:.1f} s)")
     fresh(es, index)
     return count / elapsed, rss
 
@@ -206,30 +242,48 @@ def es_down_rss(url: str, backlog: int) -> float:
     from tests.servers import free_port
 
     with Ours(log, url, "p6-down", es_hosts=f"http://127.0.0.1:{free_port()}") as ours:
-        time.sleep(30)
+        samples = []
+        for _ in range(30):
+            time.sleep(1)
+            samples.append(current_rss_mib(ours.pids()["worker_e"]))
         rss = peak_rss_mib(ours.pids()["worker_e"])
+    print(f"   indexer RSS while Elasticsearch is unreachable, at 5/15/30 s: "
+          f"{samples[4]:.1f} / {samples[14]:.1f} / {samples[29]:.1f} MiB")
     shutil.rmtree(work, ignore_errors=True)
     return rss
 
 
-def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float, backlog: int) -> None:
+def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float, backlog: int,
+                     only_p4: bool = False) -> None:
     es = Elasticsearch(url, request_timeout=120)
     work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
     log = access_log(work / "access.log", count, seed=22)
     results: dict[str, list[float]] = {"loglines": [], "rsyslog": []}
     rss: dict[str, list[float]] = {}
+    results["loglines-raw"] = []
+    warm = access_log(work / "warm.log", 20_000, seed=23)
+    for make in (Peer, Ours):  # a fresh node is slow at first: nobody's run should pay for that
+        throughput(make, es, url, warm, 20_000, f"warm-{make.name}")
     for _ in range(runs):
-        for make in (Ours, Peer):
+        for make in (Ours, OursRaw, Peer):
             figure, peaks = throughput(make, es, url, log, count, f"p4-{make.name}")
             results[make.name].append(figure)
             for name, value in peaks.items():
-                rss.setdefault(f"{make.name} {name}", []).append(value)
+                if make is not OursRaw:
+                    rss.setdefault(f"{make.name} {name}", []).append(value)
     o, p = statistics.median(results["loglines"]), statistics.median(results["rsyslog"])
+    raw = statistics.median(results["loglines-raw"])
+    print(f"P4 file->Elasticsearch, loglines raw lines (watcher -> indexer): {raw:,.0f} lines/s "
+          f"({med(results['loglines-raw'])})")
     print(f"P4 file->Elasticsearch, loglines (parsed): {o:,.0f} lines/s ({med(results['loglines'])})")
     print(f"P4 file->Elasticsearch, rsyslog (raw lines): {p:,.0f} lines/s ({med(results['rsyslog'])})")
     print(f"P4 ratio: {o / p:.2f}x (target 1.5x)")
     row(f"P4 file -> searchable in Elasticsearch (lines/s, {count:,} lines, median of {runs})",
-        f"{o:,.0f}", f"{p:,.0f}", f"{o / p:.2f}x", ">= 1.5x")
+        f"{o:,.0f} parsed", f"{p:,.0f} raw", f"{o / p:.2f}x", ">= 1.5x")
+    row("P4 the same, raw lines on both sides (watcher -> indexer, no parser)",
+        f"{raw:,.0f} raw", f"{p:,.0f} raw", f"{raw / p:.2f}x", ">= 1.5x")
+    if only_p4:
+        return
     p99_of = {}
     for make in (Ours, Peer):
         p50s, p99s, rates = [], [], []
@@ -265,7 +319,7 @@ def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["p1", "es", "all"], nargs="?", default="all")
+    parser.add_argument("what", choices=["p1", "es", "p4", "all"], nargs="?", default="all")
     parser.add_argument("--lines", type=int, default=1_000_000, help="P1 file size")
     parser.add_argument("--es-lines", type=int, default=200_000, help="P4/P6 backlog drained to Elasticsearch")
     parser.add_argument("--runs", type=int, default=3)
@@ -275,7 +329,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.what in ("p1", "all"):
         p1(args.lines, args.runs)
-    if args.what in ("es", "all"):
+    if args.what in ("es", "p4", "all"):
         node = None
         url = os.environ.get("LOGLINES_TEST_ES_URL", "")
         if not url:
@@ -285,8 +339,10 @@ def main() -> None:
             build.chmod(0o755)
             node = EsNode(build).start()
             url = node.url
+            ES_PID.append(node.pid)
         try:
-            to_elasticsearch(url, args.es_lines, args.runs, args.rate, args.seconds, args.backlog)
+            to_elasticsearch(url, args.es_lines, args.runs, args.rate, args.seconds, args.backlog,
+                             only_p4=args.what == "p4")
         finally:
             if node is not None:
                 node.remove()

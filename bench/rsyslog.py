@@ -26,6 +26,17 @@ template(name="item" type="list") {
 }
 """
 
+#: A document per line: the raw line and the time rsyslog read it.
+DOC_TEMPLATE = """
+template(name="doc" type="list") {
+  constant(value="{\\"service\\":\\"bench\\",\\"logline\\":\\"")
+  property(name="msg" format="json")
+  constant(value="\\",\\"@timestamp\\":\\"")
+  property(name="timereported" dateFormat="rfc3339")
+  constant(value="\\"}")
+}
+"""
+
 
 def binary() -> str:
     found = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else "")
@@ -35,14 +46,16 @@ def binary() -> str:
 
 
 class Rsyslog:
-    def __init__(self, log: Path, output: str) -> None:
+    def __init__(self, log: Path, module: str, output: str, templates: str = "") -> None:
         self.work = Path(tempfile.mkdtemp(prefix="loglines-rsyslog-"))
         (self.work / "state").mkdir()
         self.conf, self.pidfile = self.work / "rsyslog.conf", self.work / "rsyslog.pid"
         self.conf.write_text(f"""
 global(workDirectory="{self.work}/state" maxMessageSize="64k")
 module(load="imfile")
+module(load="{module}")
 {ITEM_TEMPLATE}
+{templates}
 input(type="imfile" File="{log}" Tag="bench" freshStartTail="off" ruleset="out")
 ruleset(name="out" queue.type="LinkedList" queue.size="200000"
         queue.dequeueBatchSize="{BATCH}" queue.workerThreads="1") {{
@@ -54,26 +67,22 @@ ruleset(name="out" queue.type="LinkedList" queue.size="200000"
     @classmethod
     def to_redis(cls, log: Path, redis_url: str, key: str) -> Rsyslog:
         parts = urlsplit(redis_url)
-        return cls(log, f'module(load="omhiredis")\n'
-                        f'action(type="omhiredis" server="{parts.hostname}" serverport="{parts.port}" '
+        return cls(log, "omhiredis",
+                   f'action(type="omhiredis" server="{parts.hostname}" serverport="{parts.port}" '
                         f'mode="queue" key="{key}" template="item")')
 
     @classmethod
     def to_elasticsearch(cls, log: Path, es_url: str, index: str) -> Rsyslog:
         parts = urlsplit(es_url)
-        return cls(log, f'module(load="omelasticsearch")\n'
-                        'template(name="doc" type="list") {\n'
-                        '  constant(value="{\\"service\\":\\"bench\\",\\"logline\\":\\"")\n'
-                        '  property(name="msg" format="json")\n'
-                        '  constant(value="\\",\\"@timestamp\\":\\"")\n'
-                        '  property(name="timereported" dateFormat="rfc3339")\n'
-                        '  constant(value="\\"}")\n'
-                        '}\n'
-                        f'action(type="omelasticsearch" server="{parts.hostname}" serverport="{parts.port}" '
-                        f'searchIndex="{index}" bulkmode="on" maxbytes="10m" template="doc" '
-                        'esVersion.major="8" action.resumeRetryCount="-1")')
+        return cls(log, "omelasticsearch",
+                   f'action(type="omelasticsearch" server="{parts.hostname}" serverport="{parts.port}" '
+                   f'searchIndex="{index}" bulkmode="on" maxbytes="10m" template="doc" '
+                   'esVersion.major="8" action.resumeRetryCount="-1")', DOC_TEMPLATE)
 
     def start(self) -> Rsyslog:
+        checked = subprocess.run([binary(), "-N1", "-f", str(self.conf)], capture_output=True, text=True)
+        if checked.returncode != 0:
+            raise SystemExit(f"rsyslog refuses the benchmark's configuration:\n{checked.stderr}")
         self.proc = subprocess.Popen([binary(), "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
                                      stdout=open(self.work / "rsyslog.out", "ab"), stderr=subprocess.STDOUT)
         return self

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 BENCHMARKS = [
-    ["bench.peers_bench", "p1"],
-    ["bench.parser_bench"],
-    ["bench.es_bench"],
-    ["bench.peers_bench", "es"],
-    ["bench.tracker_bench"],
+    ["bench.peers_bench", "p1", "--runs", "3"],
+    ["bench.parser_bench", "--runs", "3"],
+    ["bench.es_bench", "--docs", "50000", "--runs", "3"],
+    ["bench.peers_bench", "es", "--runs", "3"],
+    ["bench.tracker_bench", "--runs", "3"],
 ]
 HEAD = ["benchmark", "loglines", "peer (same run)", "ratio", "target"]
 PEERS = ("P1/P4/P5/P6: rsyslog {version} from Debian (imfile -> omhiredis, imfile -> "
