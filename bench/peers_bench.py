@@ -110,13 +110,24 @@ class Ours:
                        f"[logger_w]\ntype = watcher\nlogfile = {log}\n"
                        f"pushto = {'raw' if self.parse else 'parsed'}\n{parser}"
                        f"[worker_e]\ntype = esindexer\nlistento = parsed\nhosts = {es_hosts or es_url}\n"
-                       f"index = {index}\n")
+                       f"index = {index}\ntemplate = access\n")
+        self.cfg, self.setup = cfg, not es_hosts  # no setup when pointed at nothing (P6)
         names = ("logger_w", "worker_p", "worker_e") if self.parse else ("logger_w", "worker_e")
         self.workers = [Worker(cfg, name, self.work) for name in names]
         self.workers += [Worker(cfg, name, self.work, f"{name}_{n:02d}")  # numprocs > 1
                          for name in names[1:] for n in range(1, self.processes)]
 
     def __enter__(self) -> Ours:
+        import subprocess
+        import sys
+
+        from tests.procs import REPO
+
+        if self.setup:  # as documented: the index template first
+            done = subprocess.run([sys.executable, "-m", "pipeline", "-c", str(self.cfg), "es", "setup"],
+                                  capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
+            if done.returncode != 0:
+                raise SystemExit(f"loglines es setup failed: {done.stderr}")
         for worker in self.workers:
             worker.start()
         return self
@@ -143,8 +154,12 @@ class Peer:
 
     def __init__(self, log: Path, es_url: str, index: str) -> None:
         self.rsyslog = Rsyslog.to_elasticsearch(log, es_url, index)
+        self.es_url, self.index = es_url, index
 
     def __enter__(self) -> Peer:
+        with Elasticsearch(self.es_url, request_timeout=60) as es:  # explicit mappings, as ours has
+            es.options(ignore_status=400).indices.create(index=self.index, mappings={"properties": {
+                "service": {"type": "keyword"}, "logline": {"type": "text"}, "@timestamp": {"type": "date"}}})
         self.rsyslog.start()
         return self
 
@@ -319,7 +334,7 @@ def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["p1", "es", "p4", "all"], nargs="?", default="all")
+    parser.add_argument("what", choices=["p1", "es", "p4", "p6", "all"], nargs="?", default="all")
     parser.add_argument("--lines", type=int, default=1_000_000, help="P1 file size")
     parser.add_argument("--es-lines", type=int, default=200_000, help="P4/P6 backlog drained to Elasticsearch")
     parser.add_argument("--runs", type=int, default=3)
@@ -329,6 +344,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.what in ("p1", "all"):
         p1(args.lines, args.runs)
+    if args.what == "p6":  # only the Elasticsearch-down part: no node needed
+        down = es_down_rss("http://127.0.0.1:9", args.backlog)
+        row(f"P6 indexer peak RSS, Elasticsearch unreachable 30 s, {args.backlog:,} lines waiting (MiB)",
+            f"{down:.1f}", target="<= 60 MiB, flat")
     if args.what in ("es", "p4", "all"):
         node = None
         url = os.environ.get("LOGLINES_TEST_ES_URL", "")

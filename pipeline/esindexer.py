@@ -14,6 +14,7 @@ bulks of up to ``batch_docs`` documents.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -157,6 +158,10 @@ class Indexer:
                         worker=worker, queue=queue, item=record,
                         detail=orjson.dumps(error).decode()[:4000]))
             if retry:
+                # a failed request leaves reference cycles (exception, traceback, frames) that
+                # hold the bulk body; an idle worker allocates too little to trigger the
+                # collector, so each retry would keep one more body alive: collect now
+                gc.collect()
                 delay = backoff.next_delay()
                 log.warning("%s: %s; retrying %d document(s) in %.1fs", self.name, safe(reason),
                             len(retry), delay)
