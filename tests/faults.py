@@ -11,6 +11,7 @@ the end of the run.
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 import time
 import uuid
@@ -53,7 +54,7 @@ def summary() -> list[str]:
     """The table printed at the end of the run."""
     head = f"{'scenario':<52} {'sink':<8} {'lost':>5} {'dup':>5} {'unexp':>5} {'seconds':>8}  note"
     out = [head, "-" * len(head)]
-    for row in ROWS:
+    for row in sorted(ROWS, key=lambda r: (int(re.match(r"\d*", r.scenario).group() or 0), r.scenario)):
         out.append(f"{row.scenario[:52]:<52} {row.sink:<8} {row.lost:>5} {row.duplicated:>5} "
                    f"{row.unexpected:>5} {row.seconds:>8.1f}  {row.note}")
     return out
