@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.genlog import kontext_lines, lines
@@ -76,3 +79,23 @@ def run_with_redis(lines_count: int, runs: int, label: str, measure: Callable[..
 def row(benchmark: str, ours: str, peer: str = "-", ratio: str = "-", target: str = "") -> None:
     """One row of ``make bench``'s table (bench/run.py collects the lines starting ``ROW|``)."""
     print("|".join(("ROW", benchmark, ours, peer, ratio, target)), flush=True)
+
+
+@contextmanager
+def elasticsearch() -> Iterator[tuple[str, int | None]]:
+    """The node to benchmark against: ``$LOGLINES_TEST_ES_URL``, else the test node started
+    here (and removed after); its URL and, when started here, its PID."""
+    url = os.environ.get("LOGLINES_TEST_ES_URL", "")
+    if url:
+        yield url, None
+        return
+    from tests.conftest import EsNode
+
+    build = Path(tempfile.mkdtemp(prefix="loglines-es-build-"))
+    build.chmod(0o755)
+    node = EsNode(build).start()
+    try:
+        yield node.url, node.pid
+    finally:
+        node.remove()
+        shutil.rmtree(build, ignore_errors=True)

@@ -1,23 +1,19 @@
 """P3: the Elasticsearch sink's documents/s against a minimal raw _bulk loader (orjson NDJSON
-over one keep-alive connection), same documents, same node, same bulk size; and P4 end to end:
-file -> watcher -> parser -> indexer (separate processes) -> acknowledged in Elasticsearch."""
+over one keep-alive connection), same documents, same node, same bulk size. P4 (end to end,
+beside rsyslog) is in bench/peers_bench.py."""
 
 from __future__ import annotations
 
 import argparse
 import http.client
-import os
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
 from elasticsearch import Elasticsearch
 
-from bench.common import private_redis, row
+from bench.common import elasticsearch, row
 from bench.genlog import lines
 from pipeline.esindexer import Indexer, document_id
 from pipeline.options import EsIndexerOptions
@@ -67,51 +63,12 @@ def raw_loader(es: Elasticsearch, url: str, docs: list[dict]) -> float:
     return len(docs) / (time.perf_counter() - started)
 
 
-def end_to_end(url: str, count: int) -> float:
-    from tests.procs import Worker
-
-    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
-    redis_server = private_redis(work / "redis")
-    es = Elasticsearch(url, request_timeout=120)
-    fresh(es, "p4-e2e")
-    log = work / "access.log"
-    log.write_text("\n".join(lines(count, seed=22)) + "\n")
-    cfg = work / "loglines.cfg"
-    cfg.write_text(f"[redis]\nurl = {redis_server.url}\n"
-                   f"[logger_w]\ntype = watcher\nlogfile = {log}\npushto = raw\n"
-                   f"[worker_p]\ntype = parser\nlistento = raw\npushto = parsed\nplugin = accesslog\n"
-                   f"[worker_e]\ntype = esindexer\nlistento = parsed\nhosts = {url}\nindex = p4-e2e\n")
-    started = time.perf_counter()
-    workers = [Worker(cfg, name, work).start() for name in ("logger_w", "worker_p", "worker_e")]
-    try:
-        client = redis_server.client()
-        while True:
-            time.sleep(0.5)
-            if client.hget("{loglines}:stats", "worker_e") and int(client.hget("{loglines}:stats", "worker_e")) >= count:
-                break
-        return count / (time.perf_counter() - started)
-    finally:
-        for worker in workers:
-            worker.stop()
-        redis_server.stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--docs", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--e2e-lines", type=int, default=100_000)
     args = parser.parse_args()
-    node = None
-    url = os.environ.get("LOGLINES_TEST_ES_URL", "")
-    if not url:
-        from tests.conftest import EsNode
-
-        build = Path(tempfile.mkdtemp(prefix="loglines-es-build-"))
-        build.chmod(0o755)
-        node = EsNode(build).start()
-        url = node.url
-    try:
+    with elasticsearch() as (url, _pid):
         es = Elasticsearch(url, request_timeout=120)
         docs = records(args.docs)
         ours(es, url, docs[:10_000])  # warm up the node and both clients
@@ -125,10 +82,6 @@ def main() -> None:
         print(f"ratio esindexer/raw: {ours_med / raw_med:.2f}x")
         row(f"P3 Elasticsearch sink vs raw _bulk loader (docs/s, median of {args.runs})",
             f"{ours_med:,.0f}", f"{raw_med:,.0f}", f"{ours_med / raw_med:.2f}x", ">= 0.9x")
-    finally:
-        if node is not None:
-            node.remove()
-            shutil.rmtree(node.build, ignore_errors=True)
 
 
 if __name__ == "__main__":

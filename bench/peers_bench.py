@@ -27,7 +27,7 @@ from pathlib import Path
 
 from elasticsearch import Elasticsearch
 
-from bench.common import access_log, private_redis, push_file, row
+from bench.common import access_log, elasticsearch, private_redis, push_file, row
 from bench.genlog import lines
 from bench.rsyslog import Rsyslog, wait_until
 
@@ -349,23 +349,10 @@ def main() -> None:
         row(f"P6 indexer peak RSS, Elasticsearch unreachable 30 s, {args.backlog:,} lines waiting (MiB)",
             f"{down:.1f}", target="<= 60 MiB, flat")
     if args.what in ("es", "p4", "all"):
-        node = None
-        url = os.environ.get("LOGLINES_TEST_ES_URL", "")
-        if not url:
-            from tests.conftest import EsNode
-
-            build = Path(tempfile.mkdtemp(prefix="loglines-es-build-"))
-            build.chmod(0o755)
-            node = EsNode(build).start()
-            url = node.url
-            ES_PID.append(node.pid)
-        try:
+        with elasticsearch() as (url, pid):
+            ES_PID[:] = [pid] if pid else []
             to_elasticsearch(url, args.es_lines, args.runs, args.rate, args.seconds, args.backlog,
                              only_p4=args.what == "p4")
-        finally:
-            if node is not None:
-                node.remove()
-                shutil.rmtree(node.build, ignore_errors=True)
 
 
 if __name__ == "__main__":

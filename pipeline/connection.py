@@ -26,7 +26,8 @@ REDIS_ERRORS = (*CONNECTION_ERRORS, redis.ResponseError)
 #: Replies meaning "not now": out of memory, persistence failing, a failover under way.
 _PASSING_STATES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
                    redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
-_PASSING_CODES = re.compile(r"(?:^|caused error: )(?:MISCONF|OOM|READONLY|LOADING|MASTERDOWN|NOREPLICAS) ")
+# replies redis-py has no class for (a transaction prefixes them with "... caused error: ")
+_PASSING_CODES = re.compile(r"(?:^|caused error: )(?:MISCONF|NOREPLICAS) ")
 
 
 def passing(exc: BaseException) -> bool:

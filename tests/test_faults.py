@@ -429,97 +429,86 @@ def test_untrusted_text_in_our_own_logs_is_escaped(write_cfg, r, tmp_path: Path)
     assert b"x\\r\\n2026-01-01 00:00:00,000 ERROR pipeline.watcher: forged\\x1b[31m\\x07.log" in text
 
 
-def file_pipeline(tmp_path: Path, redis_server: RedisServer, es_url: str, tracker: TrackerServer) -> Pipeline:
-    return Pipeline(tmp_path, redis_server.url, es_url, tracker, sinks=("file",))
+@pytest.fixture
+def file_pipe(redis_server: RedisServer, r, es_url: str, tracker: TrackerServer,  # type: ignore[no-untyped-def]
+              tmp_path: Path) -> Iterator[Pipeline]:
+    """watcher -> broker -> parser -> file logger, started; stopped after the test."""
+    pipe = Pipeline(tmp_path, redis_server.url, es_url, tracker, sinks=("file",)).start()
+    yield pipe
+    pipe.stop()
 
 
-def test_13_rename_rotation_while_the_watcher_is_down(redis_server: RedisServer, r, es_url: str,
-                                                      tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_13_rename_rotation_while_the_watcher_is_down(file_pipe: Pipeline, tmp_path: Path) -> None:
     scenario = Scenario("13 rename rotation while the watcher is down")
-    pipe = file_pipeline(tmp_path, redis_server, es_url, tracker).start()
+    pipe = file_pipe
     watcher = pipe.workers["logger_access"]
-    try:
-        pipe.write(500, pace=0.02, chunk=50)
-        watcher.kill()
-        pipe.write(300, chunk=50)  # unread tail of the file about to be rotated
-        pipe.log.rename(tmp_path / "access.log.1")
-        pipe.write(300, chunk=50)  # the new file
-        watcher.start()
-        pipe.write(300, pace=0.02, chunk=50)
-        pipe.wait_delivered()
-        pipe.check(scenario)
-    finally:
-        pipe.stop()
+    pipe.write(500, pace=0.02, chunk=50)
+    watcher.kill()
+    pipe.write(300, chunk=50)  # unread tail of the file about to be rotated
+    pipe.log.rename(tmp_path / "access.log.1")
+    pipe.write(300, chunk=50)  # the new file
+    watcher.start()
+    pipe.write(300, pace=0.02, chunk=50)
+    pipe.wait_delivered()
+    pipe.check(scenario)
 
 
-def test_14_copytruncate_and_plain_truncation(redis_server: RedisServer, r, es_url: str,
-                                              tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_14_copytruncate_and_plain_truncation(file_pipe: Pipeline, tmp_path: Path) -> None:
     import shutil
 
     scenario = Scenario("14 copytruncate rotation, then plain truncation")
-    pipe = file_pipeline(tmp_path, redis_server, es_url, tracker).start()
-    try:
-        for n, rotate in enumerate(("copytruncate", "truncate")):
-            pipe.write(500, pace=0.02, chunk=50)
-            wait_for(lambda: len(pipe.seen("file")) >= pipe.written, what="caught up before rotating")
-            if rotate == "copytruncate":
-                shutil.copy(pipe.log, tmp_path / f"access.log.{n}")
-            os.truncate(pipe.log, 0)
+    pipe = file_pipe
+    for n, rotate in enumerate(("copytruncate", "truncate")):
         pipe.write(500, pace=0.02, chunk=50)
-        pipe.wait_delivered()
-        pipe.check(scenario)
-        assert pipe.workers["logger_access"].logfile.read_text().count("was truncated") == 2
-    finally:
-        pipe.stop()
+        wait_for(lambda: len(pipe.seen("file")) >= pipe.written, what="caught up before rotating")
+        if rotate == "copytruncate":
+            shutil.copy(pipe.log, tmp_path / f"access.log.{n}")
+        os.truncate(pipe.log, 0)
+    pipe.write(500, pace=0.02, chunk=50)
+    pipe.wait_delivered()
+    pipe.check(scenario)
+    assert pipe.workers["logger_access"].logfile.read_text().count("was truncated") == 2
 
 
-def test_15_rotated_file_deleted_while_down_and_inode_reuse(redis_server: RedisServer, r, es_url: str,
-                                                            tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_15_rotated_file_deleted_while_down_and_inode_reuse(file_pipe: Pipeline, tmp_path: Path) -> None:
     scenario = Scenario("15 rotated file deleted while down (gap reported)")
-    pipe = file_pipeline(tmp_path, redis_server, es_url, tracker).start()
+    pipe = file_pipe
     watcher = pipe.workers["logger_access"]
-    try:
-        pipe.write(400, pace=0.02, chunk=50)
-        wait_for(lambda: len(pipe.seen("file")) >= 400, what="caught up")
-        watcher.kill()
-        pipe.write(100, chunk=50)  # these lines go with the deleted file: they cannot be read
-        old_inode = pipe.log.stat().st_ino
-        (tmp_path / "access.log").rename(tmp_path / "access.log.1")
-        (tmp_path / "access.log.1").unlink()
-        pipe.write(400, chunk=50)  # a new file, quite possibly on the old inode
-        watcher.start()
-        pipe.write(100, pace=0.02, chunk=50)
-        gap = set(range(400, 500))
-        wait_for(lambda: len(pipe.seen("file")) >= pipe.written - len(gap), what="the rest")
-        time.sleep(1.5)
-        seen = pipe.seen("file")
-        result = scenario.record("file", {**seen, **dict.fromkeys(gap, 1)}, pipe.written,
-                                 note=f"{len(gap)} unreadable lines reported as GAP; inode "
-                                      f"{'reused' if pipe.log.stat().st_ino == old_inode else 'new'}")
-        assert result == {"lost": 0, "duplicated": 0, "unexpected": 0}, result
-        assert not gap & set(seen), "lines of the deleted file appeared: a wrong resume"
-        assert "GAP" in watcher.logfile.read_text()
-    finally:
-        pipe.stop()
+    pipe.write(400, pace=0.02, chunk=50)
+    wait_for(lambda: len(pipe.seen("file")) >= 400, what="caught up")
+    watcher.kill()
+    pipe.write(100, chunk=50)  # these lines go with the deleted file: they cannot be read
+    old_inode = pipe.log.stat().st_ino
+    (tmp_path / "access.log").rename(tmp_path / "access.log.1")
+    (tmp_path / "access.log.1").unlink()
+    pipe.write(400, chunk=50)  # a new file, quite possibly on the old inode
+    watcher.start()
+    pipe.write(100, pace=0.02, chunk=50)
+    gap = set(range(400, 500))
+    wait_for(lambda: len(pipe.seen("file")) >= pipe.written - len(gap), what="the rest")
+    time.sleep(1.5)
+    seen = pipe.seen("file")
+    result = scenario.record("file", {**seen, **dict.fromkeys(gap, 1)}, pipe.written,
+                             note=f"{len(gap)} unreadable lines reported as GAP; inode "
+                                  f"{'reused' if pipe.log.stat().st_ino == old_inode else 'new'}")
+    assert result == {"lost": 0, "duplicated": 0, "unexpected": 0}, result
+    assert not gap & set(seen), "lines of the deleted file appeared: a wrong resume"
+    assert "GAP" in watcher.logfile.read_text()
 
 
-def test_16_huge_line_invalid_utf8_and_binary(redis_server: RedisServer, r, es_url: str,
-                                              tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_16_huge_line_invalid_utf8_and_binary(file_pipe: Pipeline, tmp_path: Path) -> None:
     scenario = Scenario("16 50 MB line, invalid UTF-8, random binary")
-    pipe = file_pipeline(tmp_path, redis_server, es_url, tracker).start()
-    try:
-        pipe.write(300, pace=0.02, chunk=50)
-        with pipe.log.open("ab") as handle:
-            handle.write(b"A" * (50 * 1024 * 1024))  # no newline yet: held, then truncated
-            handle.flush()
-            time.sleep(2)
-            handle.write(b"\n" + b"caf\xe9 \xff\xfe half-UTF-8 \xc3\n" + os.urandom(4096).replace(b"\n", b"") + b"\n")
-        pipe.write(300, pace=0.02, chunk=50)
-        pipe.wait_delivered()
-        alive(pipe)
-        reasons = [e["reason"] for e in pipe.dead_letters()]
-        assert len(reasons) == 3, reasons  # the parser refuses the three, each with its reason
-        r.delete(K.dead_letters)
-        pipe.check(scenario, note="3 garbage lines dead-lettered by the parser")
-    finally:
-        pipe.stop()
+    pipe = file_pipe
+    pipe.write(300, pace=0.02, chunk=50)
+    with pipe.log.open("ab") as handle:
+        handle.write(b"A" * (50 * 1024 * 1024))  # no newline yet: held, then truncated
+        handle.flush()
+        time.sleep(2)
+        handle.write(b"\n" + b"caf\xe9 \xff\xfe half-UTF-8 \xc3\n" + os.urandom(4096).replace(b"\n", b"") + b"\n")
+    pipe.write(300, pace=0.02, chunk=50)
+    pipe.wait_delivered()
+    alive(pipe)
+    reasons = [e["reason"] for e in pipe.dead_letters()]
+    assert len(reasons) == 3, reasons  # the parser refuses the three, each with its reason
+    pipe.client.delete(K.dead_letters)
+    pipe.check(scenario, note="3 garbage lines dead-lettered by the parser")
