@@ -6,6 +6,11 @@ itself pushes). A line item keeps the original shape ``{"service", "logline"}`` 
 identifies it: ``src`` (the source file's identity) and ``off`` (the byte offset of the line),
 plus ``trunc`` (original length) for a truncated line and ``raw_b64`` for bytes that were not
 valid UTF-8.
+
+The watcher writes consecutive lines of one file compactly, as a *run*: an object with exactly
+the keys ``service``, ``src``, ``off`` and ``loglines`` (a list of lines) stands for one item per
+line, the first at ``off`` and each next one at the previous offset plus the line's length in
+UTF-8 plus one (the newline). :func:`decode` expands runs, so every consumer sees items.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import base64
 import hashlib
 import time
 from collections.abc import Mapping
+from itertools import accumulate, repeat
+from operator import add
 from typing import Any
 
 import orjson
@@ -36,13 +43,35 @@ def decode(raw: bytes, max_bytes: int) -> list[Item]:
     except orjson.JSONDecodeError as exc:
         raise PayloadError(f"not JSON: {exc}") from None
     if isinstance(value, dict):
-        return [value]
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            if not isinstance(item, dict):
-                raise PayloadError(f"item {index} is a {type(item).__name__}, not an object")
-        return value
-    raise PayloadError(f"a JSON {type(value).__name__}, not an object or an array of objects")
+        value = [value]
+    elif not isinstance(value, list):
+        raise PayloadError(f"a JSON {type(value).__name__}, not an object or an array of objects")
+    items: list[Item] = []
+    for index, element in enumerate(value):
+        if type(element) is not dict:
+            raise PayloadError(f"item {index} is a {type(element).__name__}, not an object")
+        if "loglines" in element and element.keys() == RUN_KEYS:
+            items += _expand(element, index)
+        else:
+            items.append(element)
+    return items
+
+
+RUN_KEYS = frozenset(("service", "src", "off", "loglines"))
+
+
+def _expand(run: Item, index: int) -> list[Item]:
+    service, src, offset, lines = run["service"], run["src"], run["off"], run["loglines"]
+    if not (type(offset) is int and offset >= 0 and type(lines) is list and all(map(_is_str, lines))):
+        raise PayloadError(f"item {index}: a run of lines needs an offset >= 0 and a list of strings")
+    sizes = map(len, lines) if all(map(str.isascii, lines)) else [len(line.encode()) for line in lines]
+    offsets = accumulate(map(add, sizes, repeat(1)), initial=offset)  # one more than lines
+    return [{"service": service, "src": src, "off": o, "logline": line}
+            for o, line in zip(offsets, lines, strict=False)]
+
+
+def _is_str(value: object) -> bool:
+    return type(value) is str
 
 
 def item_id(item: Mapping[str, Any]) -> str | None:

@@ -218,7 +218,7 @@ class Watcher:
 
     def _done(self, parts: list[tuple[Tail, int]], states: dict[str, FileState]) -> None:
         for tail, n in parts:
-            tail.drop(n)
+            tail.drop(n, states[tail.key].offset)
             tail.state = states[tail.key]
         if not any(t.pending for t in self.tails.values()):
             self.first_pending_at = None

@@ -80,7 +80,7 @@ def test_backfill_pushes_once_and_resumes(write_cfg, tmp_path: Path, r: redis.Re
     old.write_text("".join(f"line {n}\n" for n in range(1234)) + "no newline at the end")
     assert main(["-c", cfg, "backfill", str(old), "--to", "raw", "--quiet"]) == 0
     assert main(["-c", cfg, "backfill", str(old), "--to", "raw", "--quiet"]) == 0  # nothing new
-    items = [i for raw in r.lrange(K.queue("raw"), 0, -1) for i in orjson.loads(raw)]
+    items = [i for raw in r.lrange(K.queue("raw"), 0, -1) for i in message.decode(raw, 1 << 30)]
     assert len(items) == 1235 and items[-1]["logline"] == "no newline at the end"
     assert items[0]["service"] == "backfill"
 

@@ -79,6 +79,10 @@ def test_fifo_order_with_rpush_producers(r: redis.Redis) -> None:
         (b"42", "not an object"),
         (b"[1, 2]", "not an object"),
         (b"\x80\x04\x95pickle", "not JSON"),
+        (b'[{"service": "s", "src": "f", "off": -1, "loglines": ["a"]}]', "a run of lines needs"),
+        (b'[{"service": "s", "src": "f", "off": 0, "loglines": ["a", 2]}]', "a run of lines needs"),
+        (b'[{"service": "s", "src": "f", "off": 0, "loglines": "a"}]', "a run of lines needs"),
+        (b'{"service": "s", "src": "f", "off": 1.5, "loglines": []}', "a run of lines needs"),
     ],
 )
 def test_undecodable_payload_is_dead_lettered_with_reason(r: redis.Redis, payload: bytes, reason: str) -> None:

@@ -6,9 +6,9 @@ import base64
 import os
 from pathlib import Path
 
-import orjson
 import redis
 
+from pipeline import message
 from pipeline.fileid import FileState
 from pipeline.keys import Keys
 from pipeline.options import WatcherOptions
@@ -41,7 +41,7 @@ def step(w: Watcher) -> None:
 
 
 def pushed(r: redis.Redis) -> list[dict]:
-    return [item for raw in r.lrange(K.queue("out"), 0, -1) for item in orjson.loads(raw)]
+    return [item for raw in r.lrange(K.queue("out"), 0, -1) for item in message.decode(raw, 1 << 30)]
 
 
 def lines_of(r: redis.Redis) -> list[str]:
@@ -58,11 +58,13 @@ def test_lines_batches_and_ids(r: redis.Redis, tmp_path: Path) -> None:
     log.write_text("".join(f"line {n}\n" for n in range(1200)))
     w = start(r, make(log, batch_lines=500))
     step(w)
-    sizes = [len(orjson.loads(x)) for x in r.lrange(K.queue("out"), 0, -1)]
+    sizes = [len(message.decode(x, 1 << 30)) for x in r.lrange(K.queue("out"), 0, -1)]
     assert sizes == [500, 500, 200]
     items = pushed(r)
     assert [i["logline"] for i in items] == [f"line {n}" for n in range(1200)]
     assert items[1]["off"] == len("line 0\n") and items[0]["service"] == "svc"
+    text = log.read_bytes()
+    assert all(text[i["off"]:].startswith(f'{i["logline"]}\n'.encode()) for i in items)  # across commits too
     assert len({(i["src"], i["off"]) for i in items}) == 1200
     state = FileState.loads(r.hget(K.offsets("w"), next(iter(w.tails))))
     assert state.offset == log.stat().st_size
@@ -203,6 +205,44 @@ def test_inode_reuse_is_not_mistaken_for_the_old_file(r: redis.Redis, tmp_path: 
     stop(w2)
 
 
+def test_runs_and_odd_lines_keep_file_order_offsets_and_batch_sizes(r: redis.Redis, tmp_path: Path) -> None:
+    """Plain lines travel as runs, odd ones (control characters, bad UTF-8, too long) as whole
+    items between them; every item's offset points at its line in the file."""
+    log = tmp_path / "a.log"
+    lines = []
+    for n in range(1300):
+        line = f'{n} caf\u00e9 "q" back\\slash \u65e5\u672c'.encode()
+        if n % 97 == 5:
+            line = b"ctl\x01" + line
+        elif n % 89 == 7:
+            line = b"bad\xff" + line
+        elif n % 83 == 9:
+            line = b"L" * 300 + line
+        lines.append(line)
+    data = b"\n".join(lines) + b"\n"
+    log.write_bytes(data[:70001])  # the second read starts inside a line and inside a character
+    w = start(r, make(log, batch_lines=100, max_line_bytes=250))
+    step(w)
+    with log.open("ab") as f:
+        f.write(data[70001:])
+    step(w)
+    raws = r.lrange(K.queue("out"), 0, -1)
+    assert max(len(message.decode(raw, 1 << 30)) for raw in raws) == 100
+    assert any(b'"loglines":' in raw for raw in raws)
+    items = pushed(r)
+    assert len(items) == 1300
+    for item, line in zip(items, lines, strict=True):
+        off = item["off"]
+        if "trunc" in item:
+            assert item["trunc"] == len(line) and data[off:off + len(line)] == line
+        elif "raw_b64" in item:
+            assert base64.b64decode(item["raw_b64"]) == line == data[off:off + len(line)]
+        else:
+            assert item["logline"].encode() == line == data[off:off + len(line)]
+        assert data[off + len(line):off + len(line) + 1] == b"\n"
+    stop(w)
+
+
 def test_long_lines_truncated_and_flagged_tailing_goes_on(r: redis.Redis, tmp_path: Path) -> None:
     log = tmp_path / "a.log"
     log.write_bytes(b"x" * 5000 + b"\nshort\n" + b"y" * 3000)
@@ -252,9 +292,7 @@ def test_uncertain_commit_is_not_pushed_twice(r: redis.Redis, tmp_path: Path) ->
     tail = next(iter(w.tails.values()))
     w._commit([(tail, 1)])
     # pretend the reply was lost: the same lines are pending again and the commit is uncertain
-    tail.esc.append(b"one")
-    tail.offs.append(0)
-    tail.closes.append(b'"}')
+    tail._add_run(0, [b"one"])
     tail.state = FileState(**{**tail.state.__dict__, "offset": 0})
     w.uncertain = True
     w._commit([(tail, 1)])
