@@ -264,8 +264,13 @@ def parse(item):
         raise ValueError("this plugin does not like %d" % n)
     if n in (700, 1300) and os.environ.get("MOODY_HANG"):
         time.sleep(3600)  # hangs: the per-item time limit must cut it off
-    if n % 500 == 250 and os.environ.get("MOODY_SLOW"):
-        time.sleep(4)  # slow but alive: longer than the heartbeat TTL
+    hold = os.environ.get("MOODY_HOLD")
+    if hold and os.path.exists(hold + ".arm") and not os.path.exists(hold + ".holding"):
+        with open(hold + ".holding", "w") as mark:  # slow but alive: holds its batch until released
+            mark.write(str(n))
+        deadline = time.monotonic() + 120
+        while not os.path.exists(hold + ".release") and time.monotonic() < deadline:
+            time.sleep(0.05)
     return accesslog.parse(item)
 '''
 
@@ -370,30 +375,37 @@ def test_19_poison_payload_killing_the_worker_every_time(redis_server: RedisServ
 
 def test_20_two_reapers_and_a_slow_live_worker(redis_server: RedisServer, r, es_url: str,
                                                tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """A parser slower than the heartbeat TTL keeps its batch; orphans of killed parsers are
-    requeued once, however many reapers race for them."""
+    """A parser holding its batch far longer than the heartbeat TTL keeps it while reapers run;
+    orphans of killed parsers are requeued once, however many reapers race for them."""
     from tests.procs import Worker
 
     scenario = Scenario("20 two reapers racing, a slow but live worker")
     pipe = moody_pipeline(tmp_path, redis_server.url, es_url, tracker, time_limit=False)
+    hold = str(tmp_path / "hold")
     doomed = [Worker(pipe.cfg, "worker_parse", pipe.logs, process_name=f"worker_parse_0{n}") for n in (1, 2)]
     try:
-        pipe.start({"worker_parse": {"MOODY_SLOW": "1"}})
+        pipe.start({"worker_parse": {"MOODY_HOLD": hold}})
         for n, worker in enumerate(doomed):
-            start_with(worker, {"LOGLINES_FAILPOINT": f"taken:{n + 3}", "MOODY_SLOW": "1"})
-        reapers = []
+            start_with(worker, {"LOGLINES_FAILPOINT": f"taken:{n + 3}"})
         while any(w.proc is not None and w.proc.poll() is None for w in doomed):  # until both died
             assert pipe.written < 5000, "the failpoints did not fire"
             pipe.write(100, pace=0.05, chunk=50)
         for worker in doomed:
             assert worker.proc is not None and worker.proc.wait(timeout=60) == -signal.SIGKILL
-        for _ in range(8):  # two reapers at once, again and again, while the orphans wait
+        Path(hold + ".arm").touch()  # the live parser now stops inside the next line it parses
+        pipe.write(100, pace=0.05, chunk=50)
+        wait_for(lambda: os.path.exists(hold + ".holding"), timeout=60, what="the live parser holding a batch")
+        time.sleep(4)  # longer than the heartbeat TTL (3 s): only the heartbeat says it is alive
+        for _ in range(8):  # two reapers at once, again and again, while it holds the batch
             reapers = [subprocess.Popen([sys.executable, "-m", "pipeline", "-c", str(pipe.cfg), "reap"],
                                         stdout=subprocess.PIPE, cwd=tmp_path,
                                         env=dict(os.environ, PYTHONPATH=str(REPO))) for _ in range(2)]
             for reaper in reapers:
                 assert reaper.wait(timeout=60) == 0
-            time.sleep(0.5)
+        held = [c.decode() for c in r.hkeys(K.consumers)
+                if r.exists(K.heartbeat(c.decode())) and r.llen(K.inflight(c.decode()))]
+        assert len(held) == 1, "the live parser's batch was taken from it"
+        Path(hold + ".release").touch()
         pipe.write(500, pace=0.05, chunk=50)
         dead = frozenset(n for n in range(pipe.written) if n % 97 == 13)
         wait_for(lambda: len(pipe.seen("file")) >= pipe.written - len(dead), timeout=120, what="everything")
@@ -401,8 +413,9 @@ def test_20_two_reapers_and_a_slow_live_worker(redis_server: RedisServer, r, es_
         slow_log = pipe.workers["worker_parse"].logfile.read_text()
         assert "refused or uncertain" not in slow_log, "the live worker's batch was taken from it"
         assert "reaped while we worked" not in slow_log
-        pipe.check(scenario, dead=dead, note="2 orphans, 16 reaper runs")
+        pipe.check(scenario, dead=dead, note="2 orphans; 16 reaper runs while a batch was held")
     finally:
+        Path(hold + ".release").touch()
         for worker in doomed:
             worker.stop()
         pipe.stop()
