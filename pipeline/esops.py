@@ -25,6 +25,7 @@ MIGRATIONS_INDEX = "loglines-migrations"
 _MIGRATION = re.compile(r"^(\d+)_(\w+)\.py$")
 
 _KEYWORD = {"type": "keyword", "ignore_above": 2048}
+_STORED = {"type": "keyword", "index": False, "doc_values": False}  # in _source only
 _COMMON = {"service": _KEYWORD, "src": _KEYWORD, "off": {"type": "long"}, "@timestamp": {"type": "date"},
            "time": {"type": "date"}}
 MAPPINGS: dict[str, dict[str, Any]] = {
@@ -34,7 +35,7 @@ MAPPINGS: dict[str, dict[str, Any]] = {
         "method": _KEYWORD, "url": _KEYWORD, "protocol": _KEYWORD, "status": {"type": "short"},
         "bytes": {"type": "long"}, "referrer": _KEYWORD,
         "user_agent": {**_KEYWORD, "fields": {"text": {"type": "text"}}}, "xff": _KEYWORD,
-        "kind": _KEYWORD, "repository": _KEYWORD, "item_id": _KEYWORD, "logline": {"type": "text"},
+        "kind": _KEYWORD, "repository": _KEYWORD, "item_id": _KEYWORD, "logline": _STORED,
     }},
     "kontext": {"properties": {
         **_COMMON,

@@ -31,12 +31,15 @@ def test_setup_checks_the_cluster_and_installs_mappings(es_url: str, write_cfg, 
     assert "cluster 'loglines-test', Elasticsearch 8." in out and "setupcheck-*" in out
     es = Elasticsearch(es_url)
     es.index(index="setupcheck-2024.10.10", id="1", refresh=True,
-             document={"client_ip": "2001:db8::7", "time": "2024-10-10T13:55:36+02:00", "status": 200})
+             document={"client_ip": "2001:db8::7", "time": "2024-10-10T13:55:36+02:00", "status": 200,
+                       "logline": "2001:db8::7 - - [10/Oct/2024:13:55:36 +0200] ..."})
     mapping = es.indices.get_mapping(index="setupcheck-2024.10.10")["setupcheck-2024.10.10"]["mappings"]
     assert mapping["properties"]["client_ip"]["type"] == "ip"
     assert mapping["properties"]["time"]["type"] == "date"
     hits = es.search(index="setupcheck-*", query={"term": {"client_ip": "2001:db8::/32"}})
     assert hits["hits"]["total"]["value"] == 1
+    assert hits["hits"]["hits"][0]["_source"]["logline"].startswith("2001:db8::7 - - [")  # kept, not indexed
+    assert mapping["properties"]["logline"]["index"] is False
 
 
 def test_setup_says_what_is_wrong_when_unreachable(write_cfg, capsys) -> None:  # type: ignore[no-untyped-def]
