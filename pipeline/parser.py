@@ -93,10 +93,9 @@ def make_processor(
                 continue
             if type(record) is not dict:
                 record = dict(record)
-            if not record.keys() >= CARRIED:
-                for key in CARRIED - record.keys():
-                    if key in item:
-                        record[key] = item[key]
+            for key in CARRIED:
+                if key not in record and key in item:
+                    record[key] = item[key]
             if rules and not all(str(record.get(f)) in allowed for f, allowed in rules):
                 others.append(record)
                 continue

@@ -77,6 +77,62 @@ def test_unparseable_lines_raise(line: str) -> None:
         accesslog.parse_line(line)
 
 
+def _mutants(base: list[str], count: int, inserts: list[str], seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for n in range(count):
+        chars = list(base[n % len(base)])
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(chars) + 1)
+            if rng.random() < 0.2 and chars:
+                del chars[min(at, len(chars) - 1)]
+            else:
+                chars.insert(at, rng.choice(inserts))
+        out.append("".join(chars))
+    return base + out
+
+
+def test_fast_line_pattern_reads_backslash_free_lines_as_the_full_one() -> None:
+    """Lines without a backslash take a simpler pattern: on those it must find the same fields
+    (generated lines and 20,000 mutations: quotes, brackets, spaces, tabs, digits, dashes)."""
+    from bench.genlog import lines
+
+    base = list(lines(2000, seed=3)) + [COMBINED + ' "198.51.100.7"', COMBINED + ' "a" extra']
+    matched = 0
+    for line in _mutants(base, 20000, ['"', "[", "]", "\t", " ", "-", "7", '" "', "\u2003"], seed=7):
+        if "\\" in line:
+            continue
+        full, fast = accesslog.LINE.match(line), accesslog._PLAIN_LINE.match(line)
+        assert (full and (full.groups(), full.end())) == (fast and (fast.groups(), fast.end())), line
+        matched += full is not None
+    assert matched > 5000
+
+
+def test_grouped_routes_classify_as_one_alternation_would() -> None:
+    import re
+
+    from bench.genlog import lines
+
+    reference = re.compile("|".join(f"(?:{pattern})" for pattern, _, _ in accesslog.ROUTES))
+    paths = [accesslog.parse_line(line)["url"].partition("?")[0] for line in lines(3000, seed=5)]
+    paths += ["/xmlui/bitstream/handle/1/2/a.pdf", "/7/bitstream/1/2/3/x", "/1/2/bitstream",
+              "/handle/1/2/items/0f6d3a2e-1b2c-4d5e-8f90-123456789abc", "/id/eprint/3/handle/1/2"]
+    for path in _mutants(paths, 20000, ["/", "1", ".", "handle/", "bitstream/", "items/", "x"], seed=9):
+        match = reference.match(path)
+        if match is None:
+            expected = ("other", "", "")
+        else:
+            route = (match.lastindex - 1) // 2
+            _, kind, repository = accesslog.ROUTES[route]
+            ident, filename = match.group(2 * route + 1, 2 * route + 2)
+            if kind == "download" and filename and accesslog._THUMB.search(filename):
+                kind = "thumbnail"
+            expected = (kind, repository, ident)
+        assert accesslog.classify(path) == expected, path
+
+
 def test_regexes_resist_adversarial_input() -> None:
     attacks = [
         '1.1.1.1 - - [01/Feb/2025:00:00:01 +0000] "' + "\\\"" * 25000,

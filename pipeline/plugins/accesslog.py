@@ -22,10 +22,18 @@ from pipeline.plugins._time import clf_to_iso
 OPTIONS = {"use_xff": "take the client IP from X-Forwarded-For when present (yes/no)"}
 
 _QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field, backslash escapes allowed (no backtracking)
-LINE = re.compile(
-    r"(\S+) (\S+) (\S+) \[([^\]]{1,40})\] " + _QUOTED + r" (\d{3}|-) (\d+|-)"
-    r"(?: " + _QUOTED + " " + _QUOTED + r")?(?: " + _QUOTED + r")?"
-)
+
+
+def _line(quoted: str) -> re.Pattern[str]:
+    return re.compile(
+        r"(\S+) (\S+) (\S+) \[([^\]]{1,40})\] " + quoted + r" (\d{3}|-) (\d+|-)"
+        r"(?: " + quoted + " " + quoted + r")?(?: " + quoted + r")?"
+    )
+
+
+LINE = _line(_QUOTED)
+# Without a backslash in the line both patterns read it the same way; this one is twice as fast.
+_PLAIN_LINE = _line(r'"([^"]*)"')
 _HANDLE = r"(\d+(?:\.\d+)*/\d+)"
 _UUID = r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
 _CTX = r"(?:/[A-Za-z]+)?"  # a context path such as /xmlui or /jspui
@@ -41,7 +49,15 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     (r"/(?:id/eprint/)?(\d+)/\d+/([^/?]+)$", "download", "eprints"),
     (r"/(?:id/eprint/)?(\d+)/?()$", "item", "eprints"),
 )
-_ROUTE = re.compile("|".join(f"(?:{pattern})" for pattern, _, _ in ROUTES))
+
+
+def _routes(first: int, end: int) -> tuple[int, re.Pattern[str]]:
+    return first, re.compile("|".join(f"(?:{pattern})" for pattern, _, _ in ROUTES[first:end]))
+
+
+# The routes in order, in groups that each need a literal to be present: a path is tried only
+# against the groups it can match, and the first route that matches wins, as in one alternation.
+_BITSTREAM, _HANDLE_PAGE, _ENTITY, _EPRINTS = _routes(0, 4), _routes(4, 5), _routes(5, 6), _routes(6, 9)
 _THUMB = re.compile(r"\.[A-Za-z0-9]{2,5}\.(?:jpg|png)$", re.IGNORECASE)
 
 
@@ -66,7 +82,7 @@ def parseline(jmsg: str) -> dict[str, Any] | None:
 
 
 def parse_line(line: str, use_xff: bool = False) -> dict[str, Any]:
-    match = LINE.match(line)
+    match = LINE.match(line) if "\\" in line else _PLAIN_LINE.match(line)
     if match is None or (match.end() != len(line) and line[match.end()] != " "):
         raise ValueError("not an access log line in combined or common log format")
     host, ident, user, stamp, request, status, size, referrer, agent, trailer = match.groups()
@@ -104,15 +120,25 @@ _OTHER = ("other", "", "")
 
 def classify(path: str) -> tuple[str, str, str]:
     """(kind, repository, item id) of a request path."""
-    if not ("/bitstream" in path or "/handle/" in path or "/items/" in path or "/entities/" in path
-            or path[1:2].isdigit() or path.startswith("/id/eprint/")):
-        return _OTHER
-    match = _ROUTE.match(path)
+    if "/bitstream" in path and (found := _route(_BITSTREAM, path)):
+        return found
+    if "/handle/" in path and (found := _route(_HANDLE_PAGE, path)):
+        return found
+    if ("/items/" in path or "/entities/" in path) and (found := _route(_ENTITY, path)):
+        return found
+    if (path[1:2].isdigit() or path.startswith("/id/eprint/")) and (found := _route(_EPRINTS, path)):
+        return found
+    return _OTHER
+
+
+def _route(routes: tuple[int, re.Pattern[str]], path: str) -> tuple[str, str, str] | None:
+    first, pattern = routes
+    match = pattern.match(path)
     if match is None:
-        return _OTHER
-    route = (match.lastindex - 1) // 2  # type: ignore[operator]
-    _, kind, repository = ROUTES[route]
-    ident, filename = match.group(2 * route + 1, 2 * route + 2)
+        return None
+    last = match.lastindex or 0  # each route's second group (the file name) always takes part
+    _, kind, repository = ROUTES[first + (last - 1) // 2]
+    ident, filename = match.group(last - 1, last)
     if kind == "download" and filename and _THUMB.search(filename):
         kind = "thumbnail"
     return kind, repository, ident
