@@ -90,6 +90,10 @@ def p1(count: int, runs: int) -> None:
 # -- P4, P5, P6: to Elasticsearch -------------------------------------------------------------
 
 
+#: Raw-line documents, as both sides of the same-work comparison index them.
+RAW_MAPPING = {"service": {"type": "keyword"}, "logline": {"type": "text"}, "@timestamp": {"type": "date"}}
+
+
 class Ours:
     """watcher -> parser -> indexer as three worker processes, on a private Redis."""
 
@@ -110,8 +114,9 @@ class Ours:
                        f"[logger_w]\ntype = watcher\nlogfile = {log}\n"
                        f"pushto = {'raw' if self.parse else 'parsed'}\n{parser}"
                        f"[worker_e]\ntype = esindexer\nlistento = parsed\nhosts = {es_hosts or es_url}\n"
-                       f"index = {index}\ntemplate = access\n")
+                       f"index = {index}\ntemplate = {'access' if self.parse else 'none'}\n")
         self.cfg, self.setup = cfg, not es_hosts  # no setup when pointed at nothing (P6)
+        self.es_url, self.index = es_hosts or es_url, index
         names = ("logger_w", "worker_p", "worker_e") if self.parse else ("logger_w", "worker_e")
         self.workers = [Worker(cfg, name, self.work) for name in names]
         self.workers += [Worker(cfg, name, self.work, f"{name}_{n:02d}")  # numprocs > 1
@@ -143,10 +148,18 @@ class Ours:
 
 
 class OursRaw(Ours):
-    """The same work as the peer: raw lines, watcher -> indexer, no parsing."""
+    """The same work as the peer: raw lines, watcher -> indexer, no parsing, and the line
+    indexed as text as the peer's is (the access template would keep it in _source only)."""
 
     name = "loglines-raw"
     parse = False
+
+    def __enter__(self) -> OursRaw:
+        with Elasticsearch(self.es_url, request_timeout=60) as es:
+            es.options(ignore_status=400).indices.create(index=self.index, mappings={"properties": {
+                **RAW_MAPPING, "src": {"type": "keyword"}, "off": {"type": "long"}}})
+        super().__enter__()
+        return self
 
 
 class Peer:
@@ -158,8 +171,7 @@ class Peer:
 
     def __enter__(self) -> Peer:
         with Elasticsearch(self.es_url, request_timeout=60) as es:  # explicit mappings, as ours has
-            es.options(ignore_status=400).indices.create(index=self.index, mappings={"properties": {
-                "service": {"type": "keyword"}, "logline": {"type": "text"}, "@timestamp": {"type": "date"}}})
+            es.options(ignore_status=400).indices.create(index=self.index, mappings={"properties": RAW_MAPPING})
         self.rsyslog.start()
         return self
 
