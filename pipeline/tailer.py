@@ -72,13 +72,14 @@ class Tail:
         if not data:
             return 0
         self.last_growth = time.monotonic()
+        got = len(data)
         base = self.pos
-        self.pos += len(data)
+        self.pos += got
         if self.skip is not None:
             newline = data.find(b"\n")
             if newline < 0:
-                self.skip[2] = int(self.skip[2]) + len(data)  # type: ignore[call-overload]
-                return len(data)
+                self.skip[2] = int(self.skip[2]) + got  # type: ignore[call-overload]
+                return got
             start, head, length = self.skip
             self._append(bytes(head), int(start), int(length) + newline)  # type: ignore[call-overload]
             self.skip = None
@@ -97,7 +98,7 @@ class Tail:
         if len(self.buf) > self.max_line:
             self.skip = [self.pos - len(self.buf), self.buf[: self.max_line], len(self.buf)]
             self.buf = b""
-        return len(data)
+        return got  # all of it, even when it only finished an over-long line
 
     def flush_partial(self) -> None:
         """Emit a final line that never got its newline (the file was rotated away)."""
@@ -114,8 +115,8 @@ class Tail:
         ``block[start:end]``; the first is checked on its own (it may begin with bytes held from
         the previous read, and a character split between the reads)."""
         max_line = self.max_line
-        if ((end <= max_line or max(map(len, raw)) <= max_line) and _plain_utf8(raw[0], 0, len(raw[0]))
-                and _plain_utf8(block, start, end)):
+        if (len(raw[0]) <= max_line and (end <= max_line or max(map(len, raw)) <= max_line)
+                and _plain_utf8(raw[0], 0, len(raw[0])) and _plain_utf8(block, start, end)):
             self._add_run(offset, raw)
             return
         run: list[bytes] = []

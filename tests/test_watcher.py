@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
+import random
 from pathlib import Path
 
 import redis
@@ -12,6 +14,7 @@ from pipeline import message
 from pipeline.fileid import FileState
 from pipeline.keys import Keys
 from pipeline.options import WatcherOptions
+from pipeline.tailer import Tail
 from pipeline.watcher import Watcher
 from pipeline.worker import Flags
 
@@ -299,3 +302,60 @@ def test_uncertain_commit_is_not_pushed_twice(r: redis.Redis, tmp_path: Path) ->
     w._commit([(tail, 1)])
     assert lines_of(r) == ["one"]
     stop(w)
+
+
+def _random_line(rng: random.Random) -> bytes:
+    roll = rng.random()
+    if roll < 0.55:
+        return "".join(rng.choice('ab "\\/-[]') for _ in range(rng.randint(0, 90))).encode()
+    if roll < 0.75:
+        return "".join(rng.choice("a\u00e9\u65e5\U0001f600 \"") for _ in range(rng.randint(0, 60))).encode()
+    if roll < 0.85:
+        return bytes(rng.choice([b for b in range(256) if b != 10]) for _ in range(rng.randint(1, 40)))
+    return b"L" * rng.randint(100, 400)
+
+
+def _commit_some(tail: Tail, n: int, size: int, items: list[dict]) -> None:
+    """What the watcher's commit does with a tail, without Redis."""
+    batch, end = tail.messages(n, size)
+    for raw in batch:
+        items.extend(message.decode(raw, 1 << 30))
+    tail.drop(n, end)
+    tail.state = dataclasses.replace(tail.state, offset=end)
+
+
+def test_tail_delivers_every_line_once_whatever_the_read_and_commit_sizes(tmp_path: Path) -> None:
+    """Random text, UTF-8, binary and over-long lines, read in random pieces and committed in
+    random amounts and message sizes: the items are exactly the file's lines, at their offsets."""
+    from pipeline.fileid import new_state
+
+    rng = random.Random(100)
+    for trial in range(150):
+        lines = [_random_line(rng) for _ in range(rng.randint(1, 300))]
+        terminated = rng.random() < 0.7
+        data = b"\n".join(lines) + (b"\n" if terminated else b"")
+        path = tmp_path / f"t{trial}.log"
+        path.write_bytes(data)
+        fd = os.open(path, os.O_RDONLY)
+        max_line = rng.choice([40, 150, 1000])
+        tail = Tail(str(path), fd, new_state(str(path), fd, 0), "svc", max_line)
+        items: list[dict] = []
+        while tail.read(rng.randint(1, 700)):
+            if rng.random() < 0.5:
+                _commit_some(tail, rng.randint(0, tail.pending), rng.randint(1, 60), items)
+        tail.flush_partial()
+        _commit_some(tail, tail.pending, rng.randint(1, 60), items)
+        os.close(fd)
+        assert tail.state.offset == len(data) and tail.pending == 0
+        expected = lines if terminated or lines[-1] else lines[:-1]  # an empty unterminated one is none
+        assert len(items) == len(expected), trial
+        offset = 0
+        for item, line in zip(items, expected, strict=True):
+            head = line[:max_line]
+            assert item["off"] == offset and item["service"] == "svc"
+            if "raw_b64" in item:
+                assert base64.b64decode(item["raw_b64"]) == head
+            else:
+                assert item["logline"].encode() == head, trial
+            assert item.get("trunc", 0) == (len(line) if len(line) > max_line else 0)
+            offset += len(line) + 1
