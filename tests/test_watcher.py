@@ -307,7 +307,7 @@ def test_uncertain_commit_is_not_pushed_twice(r: redis.Redis, tmp_path: Path) ->
 def _random_line(rng: random.Random) -> bytes:
     roll = rng.random()
     if roll < 0.55:
-        return "".join(rng.choice('ab "\\/-[]') for _ in range(rng.randint(0, 90))).encode()
+        return "".join(rng.choice('ab "\\/-[]\t') for _ in range(rng.randint(0, 90))).encode()
     if roll < 0.75:
         return "".join(rng.choice("a\u00e9\u65e5\U0001f600 \"") for _ in range(rng.randint(0, 60))).encode()
     if roll < 0.85:
