@@ -125,7 +125,10 @@ class Watcher:
                     self._report_gap(state)
             start = st.st_size if (first and self.opts.start == "end") else 0
             state = new_state(path, fd, start)
-        self.saved.pop(key, None)
+        if self.saved.pop(key, None) != state:
+            # Known from now on: should it be rotated away and the watcher die before it
+            # commits a line of it, the next start still finds it by inode and reads it.
+            self.client.hset(self.offsets_key, key, state.dumps())
         self.tails[key] = Tail(path, fd, state, self.opts.servicename, self.opts.max_line_bytes)
         log.info("%s: tailing %s from offset %d", self.name, safe(path), state.offset)
 
