@@ -164,18 +164,25 @@ class Watcher:
             del self.saved[key]
 
     def resync(self) -> None:
-        """After an outage, believe Redis over memory: if it came back without writes it had
+        """After an outage, believe Redis over memory. If it came back without writes it had
         acknowledged (restarted from an older append-only file or snapshot, a failover to a
-        lagging replica), those lines left the queue with the offsets, so read them again."""
+        lagging replica), those lines left the queue with the offsets: read them again. If a
+        commit went through but its reply was lost, its lines are in the queue: go on after
+        them (the lines read meanwhile are read again, so the next commit cannot repeat it)."""
         saved = {k.decode(): FileState.loads(v) for k, v in self.client.hgetall(self.offsets_key).items()}
         for key, tail in self.tails.items():
             state = saved.get(key, tail.origin)
-            if state.offset < tail.state.offset and state.sid == tail.state.sid:
+            if state.sid != tail.state.sid or state.offset == tail.state.offset:
+                continue
+            if state.offset < tail.state.offset:
                 log.warning("%s: Redis lost the position of %s (%d, memory says %d): reading "
                             "from %d again", self.name, safe(tail.path), state.offset,
                             tail.state.offset, state.offset)
-                tail.rewind(state)
-                self.uncertain = False
+            else:
+                log.info("%s: the last commit of %s had gone through before the connection was "
+                         "lost; going on from %d", self.name, safe(tail.path), state.offset)
+            tail.rewind(state)
+        self.uncertain = False  # what Redis holds is known now
         if not any(t.pending for t in self.tails.values()):
             self.first_pending_at = None
 

@@ -323,6 +323,27 @@ def test_uncertain_commit_is_not_pushed_twice(r: redis.Redis, tmp_path: Path) ->
     stop(w)
 
 
+def test_commit_whose_reply_was_lost_is_not_repeated_by_a_larger_one(r: redis.Redis, tmp_path: Path) -> None:
+    """A commit went through, Redis died before replying, and more lines were read before it
+    came back: the watcher goes on after what Redis holds instead of pushing all of it."""
+    log = tmp_path / "a.log"
+    log.write_text("one\ntwo\n")
+    w = start(r, make(log, batch_lines=2))
+    w.pump()  # a full batch: committed
+    assert lines_of(r) == ["one", "two"]
+    tail = next(iter(w.tails.values()))
+    tail._add_run(0, [b"one", b"two"])  # the reply was lost: memory is still before the commit
+    tail.state = FileState(**{**tail.state.__dict__, "offset": 0})
+    w.uncertain = True
+    with log.open("a") as f:
+        f.write("three\nfour\n")
+    tail.read(1 << 20)  # read while Redis was away
+    w.resync()  # what the run loop does once Redis answers again
+    step(w)
+    assert lines_of(r) == ["one", "two", "three", "four"]
+    stop(w)
+
+
 def _random_line(rng: random.Random) -> bytes:
     roll = rng.random()
     if roll < 0.55:
