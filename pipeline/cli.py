@@ -47,8 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _load(args: argparse.Namespace) -> Config:
-    return config_mod.load(args.config)
+def _load(args: argparse.Namespace, warn: bool = False) -> Config:
+    cfg = config_mod.load(args.config)
+    if warn:
+        for _, warning in cfg.warnings:
+            print(f"loglines: warning: {warning}", file=sys.stderr)
+    return cfg
 
 
 def _client(cfg: Config):  # type: ignore[no-untyped-def]
@@ -95,7 +99,7 @@ def _load_plugins(cfg: Config) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    cfg = _load(args)
+    cfg = _load(args, warn=True)
     _load_plugins(cfg)
     workers = [p.name for p in cfg.programs.values() if p.type]
     print(f"{cfg.path}: OK ({len(workers)} workers: {', '.join(workers) or 'none'})")
@@ -138,7 +142,7 @@ def _supervisor_bin(name: str) -> str:
 def cmd_up(args: argparse.Namespace) -> int:
     from pipeline.supervisord import generate, paths
 
-    cfg = _load(args)
+    cfg = _load(args, warn=True)
     _load_plugins(cfg)
     generate(cfg)
     sup = cfg.supervisor
@@ -179,7 +183,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     program = cfg.worker(args.name)
-    logsetup.setup(cfg.log_level)
+    log = logsetup.setup(cfg.log_level)
+    for section, warning in cfg.warnings:
+        if section == program.name:
+            log.warning("%s", warning)
     if robots.override_path(cfg.var_dir).exists():
         os.environ[robots.OVERRIDE_ENV] = str(robots.override_path(cfg.var_dir))
     flags = Flags()

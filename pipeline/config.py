@@ -10,6 +10,7 @@ naming file, section, key, value and what was expected.
 from __future__ import annotations
 
 import configparser
+import difflib
 import os
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
@@ -37,12 +38,28 @@ PROGRAM_KEYS = {
     "stdout_logfile": dt.nonempty,
     "stderr_logfile": dt.nonempty,
     "autostart": dt.boolean,
+    "autorestart": dt.choice("true", "false", "unexpected"),
+    "startsecs": dt.integer(0, 3600),
+    "startretries": dt.integer(0, 1000),
     "enabled": dt.boolean,
     "stopwaitsecs": dt.integer(1, 3600),
     "priority": dt.integer(0, 999),
     "directory": dt.nonempty,
     "environment": dt.nonempty,
     "redis": dt.name,
+}
+
+#: Keys the original system's scripts read that mean nothing here any more: accepted with one
+#: warning at start-up saying what replaces them.
+OBSOLETE_PROGRAM_KEYS = {
+    "idletime": "consumers block on their queue instead of polling it: not needed any more",
+    "fanout_status_queue": "the broker copies a batch to every fanout queue in one transaction: "
+                           "not needed any more",
+    "process_name": "loglines names the processes itself (worker ids depend on it): ignored",
+    "redirect_stderr": "stderr goes to stdout_logfile unless stderr_logfile is set: ignored",
+}
+OBSOLETE_SECTIONS = {
+    "queues": "queue keys are {<[redis] prefix>}:q:<name>; the section is not needed any more",
 }
 
 
@@ -102,6 +119,9 @@ class ProgramConfig:
     stdout_logfile: str = ""
     stderr_logfile: str = ""
     autostart: bool = True
+    autorestart: str = "true"
+    startsecs: int = 1
+    startretries: int = 10
     enabled: bool = True
     stopwaitsecs: int = 30
     priority: int = 100
@@ -121,6 +141,12 @@ class Config:
     supervisor: SupervisorConfig
     redis: dict[str, RedisConfig]
     programs: dict[str, ProgramConfig] = field(default_factory=dict)
+    #: (section, message): what the file says that loglines accepts but does not use (keys of the
+    #: original system), printed by ``check`` and ``up`` and logged by the section's worker.
+    warnings: tuple[tuple[str, str], ...] = ()
+    #: The file as read at load: what original plugins receive as ``c`` (never read again).
+    parser: configparser.ConfigParser = field(default_factory=lambda: _new_parser(), compare=False,
+                                              repr=False)
 
     def worker(self, name: str) -> ProgramConfig:
         program = self.programs.get(name)
@@ -134,17 +160,17 @@ class Config:
 
     def plugin_options(self, section: str) -> dict[str, str]:
         """A section's ``opt_<name>`` keys, as ``{name: value}``, for its plugin."""
-        return {k[4:]: v for k, v in self.raw_parser().items(section) if k.startswith("opt_")}
+        return {k[4:]: v for k, v in self.parser.items(section) if k.startswith("opt_")}
 
     def raw_parser(self) -> configparser.ConfigParser:
-        """The file as a ``ConfigParser``: what original plugins receive as ``c``."""
-        parser = _new_parser()
-        parser.read(self.path)
-        return parser
+        """The file as a ``ConfigParser``, read once at load: what original plugins receive as
+        ``c``."""
+        return self.parser
 
 
 def _new_parser() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
+    # inline "; comments" as supervisord reads them (a ';' after whitespace starts a comment)
+    parser = configparser.ConfigParser(interpolation=None, strict=True, inline_comment_prefixes=(";",))
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     return parser
 
@@ -152,10 +178,19 @@ def _new_parser() -> configparser.ConfigParser:
 class _Section:
     """Reads typed values from one section, naming file/section/key/value on error."""
 
-    def __init__(self, path: Path, parser: configparser.ConfigParser, name: str) -> None:
+    def __init__(self, path: Path, parser: configparser.ConfigParser, name: str,
+                 warnings: list[tuple[str, str]] | None = None) -> None:
         self.path, self.name = path, name
         self.items = dict(parser.items(name)) if parser.has_section(name) else {}
         self.used: set[str] = set()
+        self.warnings: list[tuple[str, str]] = warnings if warnings is not None else []
+
+    def obsolete(self, keys: dict[str, str]) -> None:
+        """Drop keys of the original system that mean nothing now, with one warning each."""
+        for key in [k for k in self.items if k in keys]:
+            del self.items[key]
+            self.warnings.append((self.name, f"file {str(self.path)!r}, section [{self.name}], "
+                                             f"key {key!r}: {keys[key]}"))
 
     def error(self, message: str, key: str | None = None, value: str | None = None) -> ConfigError:
         return ConfigError(message, file=str(self.path), section=self.name, key=key, value=value)
@@ -175,8 +210,10 @@ class _Section:
     def reject_unknown(self, allowed: set[str], prefix: str = "") -> None:
         for key in self.items:
             if key not in allowed and not (prefix and key.startswith(prefix)):
+                near = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.6)
+                hint = f"did you mean {near[0]!r}? " if near else ""
                 raise self.error(
-                    "unknown key (allowed: " + ", ".join(sorted(allowed)) + ")", key=key
+                    f"unknown key ({hint}allowed: " + ", ".join(sorted(allowed)) + ")", key=key
                 )
 
 
@@ -193,21 +230,24 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"not a valid INI file: {exc}", file=str(cfg_path)) from None
 
     base = cfg_path.parent
-    top = _Section(cfg_path, parser, "loglines")
+    warnings: list[tuple[str, str]] = []
+    top = _Section(cfg_path, parser, "loglines", warnings)
+    top.reject_unknown({"var", "plugins", "log_level"})
     var_dir = _resolve(base, top.get("var", dt.nonempty, "var"))
     plugin_dirs = tuple(_resolve(base, p) for p in top.get("plugins", dt.string_list, ("plugins",)))
     log_level = top.get("log_level", dt.choice("debug", "info", "warning", "error"), "info")
-    top.reject_unknown({"var", "plugins", "log_level"})
 
-    supervisor = _supervisor(_Section(cfg_path, parser, "supervisor"), base)
+    supervisor = _supervisor(_Section(cfg_path, parser, "supervisor", warnings), base)
     redis = {
-        name: _redis(_Section(cfg_path, parser, name), var_dir)
+        name: _redis(_Section(cfg_path, parser, name, warnings), var_dir)
         for name in ["redis"] + [s for s in parser.sections() if s.startswith("redis_")]
     }
     programs: dict[str, ProgramConfig] = {}
     for name in parser.sections():
         if name.startswith(("process_", "logger_", "worker_")):
-            programs[name] = _program(_Section(cfg_path, parser, name), base, redis)
+            programs[name] = _program(_Section(cfg_path, parser, name, warnings), base, redis)
+        elif name in OBSOLETE_SECTIONS:
+            warnings.append((name, f"file {str(cfg_path)!r}, section [{name}]: {OBSOLETE_SECTIONS[name]}"))
         elif name not in ("loglines", "supervisor", "redis") and not name.startswith("redis_"):
             raise ConfigError(
                 "unknown section (expected [supervisor], [redis], [redis_*], [process_*], "
@@ -215,7 +255,8 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
                 file=str(cfg_path),
                 section=name,
             )
-    return Config(cfg_path, base, var_dir, plugin_dirs, log_level, supervisor, redis, programs)
+    return Config(cfg_path, base, var_dir, plugin_dirs, log_level, supervisor, redis, programs,
+                  tuple(warnings), parser)
 
 
 def _resolve(base: Path, value: str) -> Path:
@@ -224,19 +265,34 @@ def _resolve(base: Path, value: str) -> Path:
 
 
 def _supervisor(sec: _Section, base: Path) -> SupervisorConfig:
+    sec.reject_unknown({"host", "port", "username", "password", "password_file"})
     password_file = sec.get("password_file", dt.nonempty, "")
-    result = SupervisorConfig(
-        host=sec.get("host", dt.nonempty, "127.0.0.1"),
-        port=sec.get("port", dt.port, 9001),
+    # 'port' takes supervisord's forms: PORT, HOST:PORT or :PORT (the original loglines.cfg had
+    # 127.0.0.1:9001); the console stays on loopback unless 'host' opens it on purpose
+    port_host, port = sec.get("port", dt.host_port, ("", 9001))
+    host = sec.get("host", dt.nonempty, "")
+    if port_host and host and port_host != host:
+        raise sec.error(f"names host {port_host!r} but 'host' says {host!r}: give the host once",
+                        "port", sec.items["port"])
+    if port_host and not host and not dt.is_loopback(port_host):
+        raise sec.error("the web console listens on this machine only unless you open it on "
+                        f"purpose: set 'host = {port_host}' to listen there", "port", sec.items["port"])
+    return SupervisorConfig(
+        host=host or port_host or "127.0.0.1",
+        port=port,
         username=sec.get("username", dt.nonempty, "admin"),
         password=sec.get("password", str, ""),
         password_file=_resolve(base, password_file) if password_file else None,
     )
-    sec.reject_unknown({"host", "port", "username", "password", "password_file"})
-    return result
+
+
+REDIS_KEYS = {"url", "host", "port", "db", "password", "embedded", "prefix", "socket_timeout",
+              "block_timeout", "heartbeat_ttl", "max_recoveries", "max_payload_bytes", "server",
+              "appendfsync", "maxmemory"}
 
 
 def _redis(sec: _Section, var_dir: Path) -> RedisConfig:
+    sec.reject_unknown(REDIS_KEYS)
     url = sec.get("url", dt.nonempty, "")
     host = sec.get("host", dt.nonempty, "")
     port = sec.get("port", dt.port, 0)
@@ -290,15 +346,11 @@ def _redis(sec: _Section, var_dir: Path) -> RedisConfig:
         appendfsync=sec.get("appendfsync", dt.choice("always", "everysec", "no"), "everysec"),
         maxmemory=sec.get("maxmemory", dt.nonempty, ""),
     )
-    sec.reject_unknown(
-        {"url", "host", "port", "db", "password", "embedded", "prefix", "socket_timeout",
-         "block_timeout", "heartbeat_ttl", "max_recoveries", "max_payload_bytes", "server",
-         "appendfsync", "maxmemory"}
-    )
     return result
 
 
 def _program(sec: _Section, base: Path, redis: dict[str, RedisConfig]) -> ProgramConfig:
+    sec.obsolete(OBSOLETE_PROGRAM_KEYS)
     kind = sec.get("type", dt.nonempty, "").lower()
     command = sec.get("command", dt.nonempty, "")
     if not kind and command:
@@ -312,6 +364,24 @@ def _program(sec: _Section, base: Path, redis: dict[str, RedisConfig]) -> Progra
         raise sec.error(
             "a worker needs 'type' (" + " | ".join(WORKER_TYPES) + ") or a 'command'", "type"
         )
+    options_type = WORKER_TYPES.get(kind) if kind else None
+    if kind and options_type is None:
+        near = difflib.get_close_matches(kind, list(WORKER_TYPES), n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise sec.error(f"unknown worker type ({hint}expected one of: " + ", ".join(WORKER_TYPES) + ")",
+                        "type", kind)
+    allowed = set(PROGRAM_KEYS) | {"type"}
+    if options_type is not None:
+        for alias, target in ALIASES.items():
+            if alias in sec.items and target not in sec.items:
+                sec.items[target] = sec.items.pop(alias)
+        allowed |= set(schema(options_type)) | set(ALIASES)
+        sec.reject_unknown(allowed, prefix="opt_" if kind in PLUGIN_OPTIONS else "")
+    elif sec.name.startswith("process_"):
+        sec.reject_unknown(allowed)
+    # else: a [worker_*] or [logger_*] running a script of its own, which reads its own keys
+    # from loglines.cfg as the original scripts did: they are the script's, not ours to refuse
+
     common: dict[str, Any] = {}
     for name, convert in PROGRAM_KEYS.items():
         if name in sec.items and name != "command":
@@ -323,32 +393,17 @@ def _program(sec: _Section, base: Path, redis: dict[str, RedisConfig]) -> Progra
             common[name] = str(_resolve(base, common[name]))
 
     options = None
-    allowed = set(PROGRAM_KEYS) | {"type"}
-    if kind:
-        options_type = WORKER_TYPES.get(kind)
-        if options_type is None:
-            raise sec.error(
-                "unknown worker type (expected one of: " + ", ".join(WORKER_TYPES) + ")",
-                "type",
-                kind,
-            )
-        for alias, target in ALIASES.items():
-            if alias in sec.items and target not in sec.items:
-                sec.items[target] = sec.items.pop(alias)
+    if options_type is not None:
         values = {}
         for name, fld in schema(options_type).items():
             values[name] = sec.get(name, fld.metadata["convert"], fld.default)
         values = _type_defaults(kind, sec, base, values)
         options = options_type(**values)
-        allowed |= set(schema(options_type)) | set(ALIASES)
         if kind in SINGLE_PROCESS and common.get("numprocs", 1) != 1:
             raise sec.error(
                 f"a {kind} keeps per-process state and runs as one process", "numprocs",
                 str(common["numprocs"]),
             )
-        for name in required(options_type):
-            sec.used.add(name)
-    sec.reject_unknown(allowed, prefix="opt_" if kind in PLUGIN_OPTIONS else "")
     return ProgramConfig(name=sec.name, type=kind, command=command, options=options, **common)
 
 

@@ -104,3 +104,28 @@ def nonempty(text: str) -> str:
 
 def port(text: str) -> int:
     return integer(0, 65535)(text)
+
+
+def host_port(text: str) -> tuple[str, int]:
+    """supervisord's ``port`` forms: ``9001``, ``127.0.0.1:9001``, ``:9001`` -> (host or "", port)."""
+    value = text.strip()
+    host, sep, number = value.rpartition(":")
+    if not sep:
+        number = value
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not number.strip().isdigit():
+        raise ValueError("expected a port (9001), host:port (127.0.0.1:9001) or :port")
+    return host, integer(1, 65535)(number)
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

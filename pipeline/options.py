@@ -107,9 +107,15 @@ class EsIndexerOptions:
 
 
 def _cron(text: str) -> str:
-    from pipeline.cron import parse
+    """Five cron fields, checked by the cron library (impossible dates such as 31 February too)."""
+    from datetime import datetime
 
-    parse(text)
+    from cronsim import CronSim, CronSimError
+
+    try:
+        CronSim(text.strip(), datetime(2000, 1, 1))
+    except CronSimError as exc:
+        raise ValueError(f"expected five cron fields (minute hour day month weekday): {exc}") from None
     return text.strip()
 
 

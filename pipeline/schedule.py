@@ -14,9 +14,10 @@ import traceback
 from datetime import datetime
 from email.message import EmailMessage
 
+from cronsim import CronSim
+
 from pipeline import esops
 from pipeline.config import Config, ProgramConfig
-from pipeline.cron import parse
 from pipeline.errors import ConfigError
 from pipeline.esindexer import client
 from pipeline.logsetup import safe
@@ -74,10 +75,14 @@ def run_and_report(cfg: Config, program: ProgramConfig) -> bool:
     return ok
 
 
+def next_run(cron: str, after: datetime) -> datetime:
+    """The first minute matching ``cron`` strictly after ``after`` (local time, as cron)."""
+    return next(CronSim(cron, after.replace(second=0, microsecond=0)))
+
+
 def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
-    cron = parse(program.options.cron)
     while not flags.stop:
-        due = cron.next_after(datetime.now())
+        due = next_run(program.options.cron, datetime.now())
         log.info("%s: next run at %s", program.name, due.isoformat(timespec="minutes"))
         sleep_unless(flags, max(0.0, (due - datetime.now()).total_seconds()))
         if not flags.stop:

@@ -42,6 +42,11 @@ def write_cfg(tmp_path: Path, redis_server: RedisServer):  # type: ignore[no-unt
     return write
 
 
+#: Why the test node could not start, once it failed: later tests fail at once with that reason
+#: instead of building and waiting again.
+ES_BROKEN: list[str] = []
+
+
 class EsNode:
     """One real Elasticsearch node started by tests/es/start-es.sh; stop() and start() again
     keep its data (the same home)."""
@@ -64,11 +69,16 @@ class EsNode:
 
         script = Path(__file__).parent / "es" / "start-es.sh"
         env = dict(os.environ, LOGLINES_ES_BUILD=str(self.build))
+        if ES_BROKEN:
+            pytest.fail(f"Elasticsearch could not start earlier in this run: {ES_BROKEN[0]}", pytrace=False)
         started = subprocess.run(
             [str(script), str(self.work), str(self.ports[0]), str(self.ports[1]), str(self.queue_size)],
             capture_output=True, text=True, timeout=1500, env=env)
         if started.returncode != 0:
-            pytest.fail(f"Elasticsearch did not start:\n{started.stderr[-3000:]}")
+            reasons = [line for line in started.stderr.splitlines() if line.startswith("loglines-es: ")]
+            reason = reasons[-1][len("loglines-es: "):] if reasons else "see the output below"
+            ES_BROKEN.append(reason)
+            pytest.fail(f"Elasticsearch did not start: {reason}\n\n{started.stderr[-3000:]}", pytrace=False)
         return self
 
     @property

@@ -12,15 +12,24 @@ here="$(cd "$(dirname "$0")" && pwd)"
 work="$1"; http_port="$2"; transport_port="$3"; queue="${4:-0}"
 mkdir -p "$work"
 build="${LOGLINES_ES_BUILD:-$work/build}"
-if [ ! -f "$build/classpath.txt" ]; then
-  mkdir -p "$build"
+fail() { echo "loglines-es: $*" >&2; exit 1; }
+if [ ! -f "$build/ready" ]; then
+  # The node's jars are copied into the build directory: Maven's local repository may sit under a
+  # home directory the unprivileged node user cannot enter (a stock root home is mode 0700).
+  rm -rf "$build/lib" "$build/netty4" "$build/classes"
+  mkdir -p "$build/lib" "$build/netty4"
   (cd "$here" && mvn -B -q -DskipTests compile dependency:build-classpath \
-      -Dmdep.outputFile="$build/classpath.txt" >"$build/maven.log" 2>&1) \
-    || { cat "$build/maven.log" >&2; exit 1; }
+      -Dmdep.outputFile="$build/classpath.txt" \
+      dependency:copy-dependencies -DoutputDirectory="$build/lib" >"$build/maven.log" 2>&1) \
+    || { tail -30 "$build/maven.log" >&2; fail "the Maven build of the test node failed (see $build/maven.log)"; }
   (cd "$here/netty4" && mvn -B -q dependency:copy-dependencies \
       -DoutputDirectory="$build/netty4" >>"$build/maven.log" 2>&1) \
-    || { cat "$build/maven.log" >&2; exit 1; }
+    || { tail -30 "$build/maven.log" >&2; fail "the Maven build of the netty4 module failed (see $build/maven.log)"; }
+  wanted=$(tr ':' '\n' <"$build/classpath.txt" | grep -c '\.jar$' || true)
+  copied=$(find "$build/lib" -name '*.jar' | wc -l)
+  [ "$wanted" = "$copied" ] || fail "expected $wanted jars in $build/lib, found $copied (two jars with one file name?)"
   cp -r "$here/target/classes" "$build/classes"
+  touch "$build/ready"
 fi
 home="$work/home"
 mkdir -p "$home/config" "$home/plugins" "$home/modules/transport-netty4" "$home/snapshots"
@@ -40,15 +49,19 @@ run=()
 if [ "$(id -u)" = 0 ]; then
   id loglines-es >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin loglines-es
   chown -R loglines-es "$home" "$work"
-  chmod -R o+rX "$build"
+  chmod -R a+rX "$build"
   run=(setpriv --reuid loglines-es --regid loglines-es --clear-groups)
 fi
 java_bin="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 nohup "${run[@]}" "$java_bin" -Xms"${LOGLINES_ES_HEAP:-1g}" -Xmx"${LOGLINES_ES_HEAP:-1g}" \
-  --module-path "$(cat "$build/classpath.txt")" --add-modules ALL-MODULE-PATH \
+  --module-path "$build/lib" --add-modules ALL-MODULE-PATH \
   -cp "$build/classes" loglines.testes.EsRunner "$home" "$http_port" "$transport_port" "$queue" \
   >"$work/es.log" 2>&1 &
 echo $! >"$work/es.pid"
+node_error() {  # the node's own error: its first Java exception, else its first error line, else its last line
+  grep -m1 -E '^([A-Za-z_][A-Za-z0-9_]*\.)+[A-Za-z0-9_]*(Exception|Error):' "$work/es.log" 2>/dev/null \
+    || grep -m1 -E 'Exception|Error|error' "$work/es.log" 2>/dev/null || tail -1 "$work/es.log" 2>/dev/null
+}
 for _ in $(seq 1 180); do
   if curl -sf "http://127.0.0.1:$http_port/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null 2>&1; then
     echo "http://127.0.0.1:$http_port"
@@ -56,10 +69,10 @@ for _ in $(seq 1 180); do
   fi
   if ! kill -0 "$(cat "$work/es.pid")" 2>/dev/null; then
     tail -40 "$work/es.log" >&2
-    exit 1
+    fail "the node exited at start: $(node_error)"
   fi
   sleep 1
 done
-echo "Elasticsearch did not answer within 180 s" >&2
 tail -40 "$work/es.log" >&2
-exit 1
+kill "$(cat "$work/es.pid")" 2>/dev/null || true
+fail "the node did not answer within 180 s: $(node_error)"
