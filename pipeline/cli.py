@@ -55,10 +55,24 @@ def _load(args: argparse.Namespace, warn: bool = False) -> Config:
     return cfg
 
 
-def _client(cfg: Config):  # type: ignore[no-untyped-def]
+def _client(cfg: Config, server: str = "redis"):  # type: ignore[no-untyped-def]
     from pipeline.connection import connect
 
-    return connect(cfg.redis["redis"])
+    if server not in cfg.redis:
+        raise ConfigError(f"no section [{server}] (Redis servers: {', '.join(cfg.redis)})",
+                          file=str(cfg.path))
+    return connect(cfg.redis[server])
+
+
+def _queue_server(cfg: Config, queue: str) -> str:
+    """The Redis server a queue lives on: the one of the workers that read it (or push to it)."""
+    from pipeline.status import program_queues
+
+    found = {p.redis for p in cfg.programs.values() if p.type and queue in program_queues(p)}
+    if len(found) > 1:
+        raise ConfigError(f"queue {queue!r} is on several Redis servers ({', '.join(sorted(found))}): "
+                          "name one with --redis", file=str(cfg.path))
+    return found.pop() if found else "redis"
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -201,7 +215,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pipeline import status
 
     cfg = _load(args)
-    result = status.collect(cfg, _client(cfg))
+    result = status.collect(cfg, {rc.name: _client(cfg, rc.name) for rc in cfg.servers()})
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.json else status.render(result))
     return 0
 
@@ -211,26 +225,54 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     from pipeline.keys import Keys
 
     cfg = _load(args)
-    client, keys = _client(cfg), Keys(cfg.redis["redis"].prefix)
-    list_key = keys.failed if args.failed else keys.dead_letters
+    servers = [rc.name for rc in cfg.servers()] if not args.redis else [args.redis]
+    lists = []  # (server, client, keys, list key): entries are numbered across all of them
+    for server in servers:
+        keys = Keys(cfg.redis[server].prefix) if server in cfg.redis else Keys()
+        client = _client(cfg, server)
+        lists.append((server, client, keys, keys.failed if args.failed else keys.dead_letters))
+    several = len(lists) > 1
     if args.action == "list":
-        for index, entry in enumerate(dlq.entries(client, list_key)):
-            print(f"{index:>5}  {entry.get('time', '?')}  {entry.get('queue', '?'):<14} "
-                  f"{entry.get('worker', '?'):<30} {str(entry.get('reason', ''))[:120]!r}")
+        number = 0
+        for server, client, _, list_key in lists:
+            for entry in dlq.entries(client, list_key):
+                where = f"[{server}] " if several else ""
+                print(f"{number:>5}  {where}{entry.get('time', '?')}  {entry.get('queue', '?'):<14} "
+                      f"{entry.get('worker', '?'):<30} {str(entry.get('reason', ''))[:120]!r}")
+                number += 1
     elif args.action == "show":
         for index in args.index or [0]:
-            for entry in dlq.entries(client, list_key, index, index):
-                print(orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode())
+            for _, client, _, list_key, local in _locate(dlq, lists, [index]):
+                for entry in dlq.entries(client, list_key, local[0], local[0]):
+                    print(orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode())
     elif args.action == "replay":
         if not args.all and not args.index:
             raise ConfigError("name the entries to replay (numbers from 'dlq list') or use --all")
-        count = dlq.replay(client, keys, list_key, None if args.all else list(args.index), args.to)
+        count = 0
+        for _, client, keys, list_key, local in _locate(dlq, lists, None if args.all else args.index):
+            count += dlq.replay(client, keys, list_key, local, args.to)
         print(f"replayed {count} entr{'y' if count == 1 else 'ies'}")
     elif args.action == "purge":
         if not args.yes:
             raise ConfigError("purge deletes every entry: add --yes to confirm")
-        print(f"purged {dlq.purge(client, list_key)} entries")
+        print(f"purged {sum(dlq.purge(client, list_key) for _, client, _, list_key in lists)} entries")
     return 0
+
+
+def _locate(dlq, lists, indexes):  # type: ignore[no-untyped-def]
+    """Global entry numbers -> (server, client, keys, list key, local numbers or None for all)."""
+    out = []
+    start = 0
+    for server, client, keys, list_key in lists:
+        length = int(client.llen(list_key))
+        if indexes is None:
+            out.append((server, client, keys, list_key, None))
+        else:
+            local = [i - start for i in indexes if start <= i < start + length]
+            if local:
+                out.append((server, client, keys, list_key, local))
+        start += length
+    return out
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -241,7 +283,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     cfg = _load(args)
     flags = Flags()
     install_signal_handlers(flags)
-    pushed = backfill(_client(cfg), Keys(cfg.redis["redis"].prefix), args.files, args.to,
+    server = args.redis or _queue_server(cfg, args.to)
+    pushed = backfill(_client(cfg, server), Keys(cfg.redis[server].prefix), args.files, args.to,
                       args.service, flags, progress=not args.quiet)
     print(f"pushed {pushed} lines to {args.to}")
     return 0
@@ -314,8 +357,9 @@ def cmd_reap(args: argparse.Namespace) -> int:
     from pipeline.reaper import reap
 
     cfg = _load(args)
-    result = reap(_client(cfg), cfg.redis["redis"])
-    print(f"requeued {result.requeued}, dead-lettered {result.dead_lettered}")
+    for rc in cfg.servers():
+        result = reap(_client(cfg, rc.name), rc)
+        print(f"[{rc.name}] requeued {result.requeued}, dead-lettered {result.dead_lettered}")
     return 0
 
 
@@ -350,11 +394,15 @@ def _parser() -> argparse.ArgumentParser:
     dlq.add_argument("--yes", action="store_true", help="confirm purge")
     dlq.add_argument("--failed", action="store_true",
                      help="the tracker's failed-requests list instead of the dead letters")
+    dlq.add_argument("--redis", default="", metavar="SECTION",
+                     help="only this Redis server (default: every server the config uses)")
     backfill = add("backfill", cmd_backfill, "push existing or rotated-away logs (resumable)")
     backfill.add_argument("files", nargs="+")
     backfill.add_argument("--to", required=True, help="queue to push to")
     backfill.add_argument("--service", default="backfill", help="service name for the lines")
     backfill.add_argument("--quiet", action="store_true", help="no progress bar")
+    backfill.add_argument("--redis", default="", metavar="SECTION",
+                          help="the Redis server of the queue (default: that of the workers reading it)")
     robots_cmd = add("robots", cmd_robots, "replace the COUNTER robots list: robots update FILE")
     robots_cmd.add_argument("action", choices=["update"])
     robots_cmd.add_argument("file", help="a COUNTER_Robots_list.json")

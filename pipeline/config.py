@@ -158,6 +158,12 @@ class Config:
     def redis_for(self, program: ProgramConfig) -> RedisConfig:
         return self.redis[program.redis]
 
+    def servers(self) -> list[RedisConfig]:
+        """Every Redis server the pipeline uses: ``[redis]`` and each ``[redis_X]`` a program
+        names, in file order."""
+        used = {"redis"} | {p.redis for p in self.programs.values() if p.type}
+        return [rc for name, rc in self.redis.items() if name in used]
+
     def plugin_options(self, section: str) -> dict[str, str]:
         """A section's ``opt_<name>`` keys, as ``{name: value}``, for its plugin."""
         return {k[4:]: v for k, v in self.parser.items(section) if k.startswith("opt_")}

@@ -94,8 +94,14 @@ def _import(spec: str, plugin_dirs: Sequence[Path]) -> ModuleType:
             candidate = directory / f"{spec}.py"
             if candidate.is_file():
                 return _import_file(spec, candidate)
-        if importlib.util.find_spec(f"pipeline.plugins.{spec}") is not None:
-            return importlib.import_module(f"pipeline.plugins.{spec}")
+    else:  # "plugins.mine" (the original form) is the file mine.py of the folder plugins/
+        head, _, rest = spec.partition(".")
+        for directory in plugin_dirs:
+            candidate = directory.joinpath(*rest.split(".")).with_suffix(".py")
+            if directory.name == head and candidate.is_file():
+                return _import_file(spec.replace(".", "_"), candidate)
+    if "." not in spec and importlib.util.find_spec(f"pipeline.plugins.{spec}") is not None:
+        return importlib.import_module(f"pipeline.plugins.{spec}")
     for directory in plugin_dirs:  # so that "plugins.mine" resolves next to loglines.cfg
         parent = str(directory.parent)
         if parent not in sys.path:
@@ -105,11 +111,20 @@ def _import(spec: str, plugin_dirs: Sequence[Path]) -> ModuleType:
     except ModuleNotFoundError as exc:
         where = ", ".join(str(d) for d in plugin_dirs) or "no plugin folder"
         raise PluginError(
-            f"plugin {spec!r} not found: not a built-in (accesslog, kontext, jsonlines, ...), "
+            f"plugin {spec!r} not found: not a built-in ({', '.join(builtins())}), "
             f"not a module in {where}, not importable ({exc})"
         ) from None
     except Exception as exc:
         raise PluginError(f"plugin {spec!r} failed to import: {type(exc).__name__}: {exc}") from None
+
+
+def builtins() -> list[str]:
+    """The short names of the built-in plugins."""
+    import pkgutil
+
+    from pipeline import plugins
+
+    return sorted(m.name for m in pkgutil.iter_modules(plugins.__path__) if not m.name.startswith("_"))
 
 
 def _import_file(spec: str, path: Path) -> ModuleType:

@@ -72,6 +72,9 @@ def generate(cfg: Config) -> Generated:
             out.files.append(conf)
     p["enabled"].mkdir(parents=True, exist_ok=True)
     for program in cfg.programs.values():
+        for logfile in (program.stdout_logfile, program.stderr_logfile):
+            if logfile:  # supervisord makes the file, not its folder
+                Path(logfile).parent.mkdir(parents=True, exist_ok=True)
         target = p["available"] / f"{program.name}.conf"
         existed = target.exists()
         _write(target, _program_conf(cfg, program, p["logdir"]))

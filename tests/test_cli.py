@@ -125,3 +125,64 @@ def test_robots_update_validates_and_installs(write_cfg, tmp_path: Path, capsys,
     finally:
         monkeypatch.delenv(robots.OVERRIDE_ENV)
         robots.counter_robots.cache_clear()
+
+
+def test_status_dlq_reap_and_backfill_see_every_redis_server(write_cfg, r: redis.Redis, tmp_path: Path,
+                                                            capsys) -> None:  # type: ignore[no-untyped-def]
+    from tests.servers import RedisServer
+
+    second = RedisServer(tmp_path / "redis-b").start()
+    try:
+        r2 = second.client()
+        cfg = str(write_cfg(f"""
+            [redis_b]
+            url = {second.url}
+            heartbeat_ttl = 3
+
+            [worker_a]
+            type = parser
+            listento = qa
+            pushto = out_a
+            plugin = jsonlines
+
+            [worker_b]
+            type = parser
+            listento = qb
+            pushto = out_b
+            plugin = jsonlines
+            redis = redis_b
+        """))
+        r.rpush(K.dead_letters, message.dead_letter(reason="on a", worker="w", queue="qa", item={"n": 0}))
+        for n in (1, 2):
+            r2.rpush(K.dead_letters, message.dead_letter(reason=f"on b {n}", worker="w", queue="qb",
+                                                         item={"n": n}))
+        r2.rpush(K.queue("qb"), b'{"x": 1}', b'{"x": 2}')
+        r2.rpush(K.failed, b'{"reason": "parked"}')
+
+        assert main(["-c", cfg, "status", "--json"]) == 0
+        status = orjson.loads(capsys.readouterr().out)
+        assert status["queues"]["qb"] == 2 and status["queues"]["qa"] == 0
+        assert status["dead_letters"] == 3 and status["failed"] == 1
+        assert status["redis"]["redis_b"] == {"dead_letters": 2, "failed": 1}
+
+        assert main(["-c", cfg, "dlq", "list"]) == 0
+        listing = capsys.readouterr().out.splitlines()
+        assert len(listing) == 3 and "[redis]" in listing[0] and "[redis_b]" in listing[2]
+        assert main(["-c", cfg, "dlq", "replay", "2"]) == 0  # the second entry of redis_b
+        assert r2.lrange(K.queue("qb"), -1, -1) == [b'[{"n":2}]'] and r2.llen(K.dead_letters) == 1
+        assert r.llen(K.dead_letters) == 1
+
+        # a dead consumer on the second server: reaped by 'loglines reap'
+        r2.hset(K.consumers, "gone/worker_b", K.queue("qb"))
+        r2.rpush(K.inflight("gone/worker_b"), b'{"x": 0}')
+        assert main(["-c", cfg, "reap"]) == 0
+        assert "[redis_b] requeued 1" in capsys.readouterr().out
+        assert r2.lindex(K.queue("qb"), 0) == b'{"x": 0}'
+
+        old = tmp_path / "old.log"
+        old.write_text("a\nb\n")
+        assert main(["-c", cfg, "backfill", str(old), "--to", "qb", "--quiet"]) == 0
+        items = [i for raw in r2.lrange(K.queue("qb"), 0, -1) for i in message.decode(raw, 1 << 20)]
+        assert [i.get("logline") for i in items[-2:]] == ["a", "b"] and not r.exists(K.queue("qb"))
+    finally:
+        second.stop()
