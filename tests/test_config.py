@@ -148,3 +148,17 @@ def test_raw_parser_is_what_original_plugins_get(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, ORIGINAL))
     raw = cfg.raw_parser()
     assert raw.get("worker_broker", "fanout") == "parse, archive"
+
+
+def test_the_file_is_read_once(tmp_path: Path) -> None:
+    path = write(tmp_path, ORIGINAL)
+    cfg = config.load(path)
+    path.write_text(ORIGINAL.replace("fanout = parse, archive", "fanout = elsewhere"))
+    assert cfg.raw_parser() is cfg.raw_parser()
+    assert cfg.raw_parser().get("worker_broker", "fanout") == "parse, archive"
+
+
+def test_inline_comments_as_in_supervisord(tmp_path: Path) -> None:
+    cfg = config.load(write(tmp_path, "[worker_b]\ntype = broker\nlistento = a   ; the raw lines\n"
+                                      "fanout = b, c ; two copies\n"))
+    assert cfg.programs["worker_b"].options.fanout == ("b", "c")
