@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.genlog import kontext_lines, lines
-from tests.servers import RedisServer
+from tests.support.servers import RedisServer
 
 
 def access_log(path: Path, count: int, seed: int = 1, kontext: bool = False) -> Path:
@@ -44,10 +44,10 @@ def median_of(runs: int, measure: Callable[[], float]) -> tuple[float, float, fl
 
 def push_file(client, log: Path, batch_lines: int = 500) -> int:  # type: ignore[no-untyped-def]
     """Run the watcher's code over the whole file into the queue ``raw``; lines pushed."""
-    from pipeline.keys import Keys
-    from pipeline.options import WatcherOptions
-    from pipeline.watcher import Watcher
-    from pipeline.worker import Flags
+    from pipeline.config.options import WatcherOptions
+    from pipeline.core.keys import Keys
+    from pipeline.core.worker import Flags
+    from pipeline.sources.watcher import Watcher
 
     opts = WatcherOptions(logfile=(str(log),), pushto="raw", servicename="bench", batch_lines=batch_lines)
     watcher = Watcher("bench", opts, client, Keys(), Flags())

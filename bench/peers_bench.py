@@ -103,7 +103,7 @@ class Ours:
     processes = int(os.environ.get("BENCH_PROCESSES", "1"))  # per consuming worker, as numprocs
 
     def __init__(self, log: Path, es_url: str, index: str, es_hosts: str = "") -> None:
-        from tests.procs import Worker
+        from tests.support.procs import Worker
 
         self.work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
         self.redis = private_redis(self.work / "redis")
@@ -126,7 +126,7 @@ class Ours:
         import subprocess
         import sys
 
-        from tests.procs import REPO
+        from tests.support.procs import REPO
 
         if self.setup:  # as documented: the index template first
             done = subprocess.run([sys.executable, "-m", "pipeline", "-c", str(self.cfg), "es", "setup"],
@@ -266,7 +266,7 @@ def es_down_rss(url: str, backlog: int) -> float:
     """The indexer's peak RSS with ``backlog`` lines waiting and Elasticsearch unreachable."""
     work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
     log = access_log(work / "access.log", backlog)
-    from tests.servers import free_port
+    from tests.support.servers import free_port
 
     with Ours(log, url, "p6-down", es_hosts=f"http://127.0.0.1:{free_port()}") as ours:
         samples = []

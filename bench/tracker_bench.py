@@ -12,11 +12,11 @@ import orjson
 from bench.common import median_of, private_redis, row
 from bench.genlog import lines
 from pipeline import config
-from pipeline.keys import Keys
-from pipeline.queue import Consumer
-from pipeline.tracker import Forwarder
-from pipeline.worker import Flags
-from tests.tracker_server import TrackerServer
+from pipeline.core.keys import Keys
+from pipeline.core.queue import Consumer
+from pipeline.core.worker import Flags
+from pipeline.sinks.tracker import Forwarder
+from tests.support.tracker_server import TrackerServer
 
 
 def downloads(count: int) -> list[dict]:

@@ -56,7 +56,7 @@ def _load(args: argparse.Namespace, warn: bool = False) -> Config:
 
 
 def _client(cfg: Config, server: str = "redis"):  # type: ignore[no-untyped-def]
-    from pipeline.connection import connect
+    from pipeline.core.connection import connect
 
     if server not in cfg.redis:
         raise ConfigError(f"no section [{server}] (Redis servers: {', '.join(cfg.redis)})",
@@ -66,7 +66,7 @@ def _client(cfg: Config, server: str = "redis"):  # type: ignore[no-untyped-def]
 
 def _queue_server(cfg: Config, queue: str) -> str:
     """The Redis server a queue lives on: the one of the workers that read it (or push to it)."""
-    from pipeline.status import program_queues
+    from pipeline.monitor.status import program_queues
 
     found = {p.redis for p in cfg.programs.values() if p.type and queue in program_queues(p)}
     if len(found) > 1:
@@ -81,7 +81,7 @@ def _queue_server(cfg: Config, queue: str) -> str:
 def cmd_init(args: argparse.Namespace) -> int:
     path = Path(args.config or os.environ.get("LOGLINES_CONFIG") or config_mod.DEFAULT_PATH)
     if not path.exists():
-        from pipeline.starter import starter_config
+        from pipeline.config.starter import starter_config
 
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -100,8 +100,8 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def _load_plugins(cfg: Config) -> None:
     """Load every worker's plugin as the worker will: a broken one fails here, naming it."""
-    from pipeline.parser import plugin_for
-    from pipeline.tracker import load_tracker_plugin
+    from pipeline.sinks.tracker import load_tracker_plugin
+    from pipeline.transforms.parser import plugin_for
 
     loaders = {"parser": plugin_for, "tracker": load_tracker_plugin}
     for program in cfg.programs.values():
@@ -121,7 +121,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_supervisord_config(args: argparse.Namespace) -> int:
-    from pipeline.supervisord import generate
+    from pipeline.ops.supervisord import generate
 
     result = generate(_load(args))
     for path in result.files:
@@ -132,8 +132,8 @@ def cmd_supervisord_config(args: argparse.Namespace) -> int:
 
 
 def cmd_enable(args: argparse.Namespace, enabled: bool = True) -> int:
-    from pipeline.control import process_states
-    from pipeline.supervisord import paths, set_enabled
+    from pipeline.ops.control import process_states
+    from pipeline.ops.supervisord import paths, set_enabled
 
     cfg = _load(args)
     changed = set_enabled(cfg, args.name, enabled)
@@ -154,7 +154,7 @@ def _supervisor_bin(name: str) -> str:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from pipeline.supervisord import generate, paths
+    from pipeline.ops.supervisord import generate, paths
 
     cfg = _load(args, warn=True)
     _load_plugins(cfg)
@@ -169,7 +169,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from pipeline.control import rpc
+    from pipeline.ops.control import rpc
 
     cfg = _load(args)
     try:
@@ -182,18 +182,12 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from pipeline import (
-        broker,
-        esindexer,
-        filelogger,
-        logsetup,
-        parser,
-        robots,
-        schedule,
-        tracker,
-        watcher,
-    )
-    from pipeline.worker import Flags, install_signal_handlers
+    from pipeline.core import logsetup
+    from pipeline.core.worker import Flags, install_signal_handlers
+    from pipeline.ops import schedule
+    from pipeline.sinks import esindexer, filelogger, tracker
+    from pipeline.sources import watcher
+    from pipeline.transforms import broker, parser, robots
 
     cfg = _load(args)
     program = cfg.worker(args.name)
@@ -212,7 +206,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from pipeline import status
+    from pipeline.monitor import status
 
     cfg = _load(args)
     result = status.collect(cfg, {rc.name: _client(cfg, rc.name) for rc in cfg.servers()})
@@ -221,8 +215,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
-    from pipeline import dlq
-    from pipeline.keys import Keys
+    from pipeline.core.keys import Keys
+    from pipeline.ops import dlq
 
     cfg = _load(args)
     servers = [rc.name for rc in cfg.servers()] if not args.redis else [args.redis]
@@ -276,9 +270,9 @@ def _locate(dlq, lists, indexes):  # type: ignore[no-untyped-def]
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from pipeline.backfill import backfill
-    from pipeline.keys import Keys
-    from pipeline.worker import Flags, install_signal_handlers
+    from pipeline.core.keys import Keys
+    from pipeline.core.worker import Flags, install_signal_handlers
+    from pipeline.sources.backfill import backfill
 
     cfg = _load(args)
     flags = Flags()
@@ -291,7 +285,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_robots(args: argparse.Namespace) -> int:
-    from pipeline import robots
+    from pipeline.transforms import robots
 
     cfg = _load(args)
     try:
@@ -304,8 +298,8 @@ def cmd_robots(args: argparse.Namespace) -> int:
 
 
 def cmd_es(args: argparse.Namespace) -> int:
-    from pipeline import esops
-    from pipeline.esindexer import client
+    from pipeline.ops import esops
+    from pipeline.sinks.esindexer import client
 
     cfg = _load(args)
     indexers = {n: p.options for n, p in cfg.programs.items() if p.type == "esindexer"}
@@ -343,7 +337,8 @@ def cmd_es(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from pipeline import logsetup, schedule
+    from pipeline.core import logsetup
+    from pipeline.ops import schedule
 
     cfg = _load(args)
     program = cfg.worker(args.name)
@@ -354,7 +349,7 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_reap(args: argparse.Namespace) -> int:
-    from pipeline.reaper import reap
+    from pipeline.core.reaper import reap
 
     cfg = _load(args)
     for rc in cfg.servers():

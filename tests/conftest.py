@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.servers import RedisServer
+from tests.support.servers import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,7 @@ class EsNode:
     def __init__(self, build: Path, queue_size: int = 0) -> None:
         import tempfile
 
-        from tests.servers import free_port
+        from tests.support.servers import free_port
 
         # not under pytest's private (0700) temp dir: the node runs as an unprivileged user
         self.work = Path(tempfile.mkdtemp(prefix="loglines-es-"))
@@ -160,14 +160,14 @@ def es_node_factory(es_build: Path) -> Iterator[object]:
 
 @pytest.fixture(autouse=True)
 def _scenario_clock() -> None:
-    from tests.faults import TEST_STARTED
+    from tests.support.faults import TEST_STARTED
 
     TEST_STARTED[0] = time.monotonic()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # type: ignore[no-untyped-def]
     """The fault-injection summary: per scenario and sink, what was lost, doubled, unexpected."""
-    from tests.faults import ROWS, summary
+    from tests.support.faults import ROWS, summary
 
     if ROWS:
         terminalreporter.section("fault injection: lost / duplicated / unexpected per sink")

@@ -9,9 +9,9 @@ import orjson
 import pytest
 import redis
 
-from pipeline import message
 from pipeline.cli import main
-from pipeline.keys import Keys
+from pipeline.core import message
+from pipeline.core.keys import Keys
 
 K = Keys()
 
@@ -105,7 +105,7 @@ def test_plugin_options_reach_the_plugin_and_bad_ones_fail_check(tmp_path: Path,
 
 
 def test_robots_update_validates_and_installs(write_cfg, tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from pipeline import robots
+    from pipeline.transforms import robots
 
     cfg = str(write_cfg(""))
     bad = tmp_path / "bad.json"
@@ -129,7 +129,7 @@ def test_robots_update_validates_and_installs(write_cfg, tmp_path: Path, capsys,
 
 def test_status_dlq_reap_and_backfill_see_every_redis_server(write_cfg, r: redis.Redis, tmp_path: Path,
                                                             capsys) -> None:  # type: ignore[no-untyped-def]
-    from tests.servers import RedisServer
+    from tests.support.servers import RedisServer
 
     second = RedisServer(tmp_path / "redis-b").start()
     try:

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from pipeline.robots import RobotFilter, load_patterns
+from pipeline.transforms.robots import RobotFilter, load_patterns
 
 OPTIONS = {
     "timezone": "IANA zone of the application's timestamps (default UTC)",

@@ -26,7 +26,7 @@ from typing import Any
 
 from pipeline.plugins import accesslog
 from pipeline.plugins._time import iso_to_utc
-from pipeline.robots import RobotFilter, counter_robots, load_patterns
+from pipeline.transforms.robots import RobotFilter, counter_robots, load_patterns
 
 OPTIONS = {
     "oai_host": "host part of oai:<host>:<id> identifiers",

@@ -1,0 +1,201 @@
+"""Reliable consumption of a Redis list (the BRPOPLPUSH pattern, with BLMOVE).
+
+A consumer moves one message at a time from its queue into its own in-flight list. When the
+work is done, one MULTI/EXEC removes the message from the in-flight list *and* pushes the
+results downstream (plus dead letters, stats, and whatever the worker adds, such as a file
+logger's committed size): after a crash a batch is either not done or done, never half.
+
+The acknowledgement WATCHes the in-flight list: if a reaper took the batch back meanwhile
+(this consumer looked dead), the transaction is refused and the results are dropped, since the
+batch will be processed again elsewhere. A restarted consumer finishes its own in-flight batch
+first; each such recovery is counted per message, and a message recovered ``max_recoveries``
+times is dead-lettered instead (a poison message must not crash workers forever). A consumer
+may gather several messages into its in-flight list (the Elasticsearch indexer does, to make
+bulk requests of a useful size); they are acknowledged, handed back or reaped together.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+from redis.client import Pipeline
+
+from pipeline.config import RedisConfig
+from pipeline.core import message
+from pipeline.core.keys import Keys
+from pipeline.core.stats import Stats
+from pipeline.errors import PayloadError
+
+log = logging.getLogger(__name__)
+
+MIN_REDIS = (6, 2, 0)
+
+
+@dataclass
+class Delivery:
+    """What a consumer took: one message, or several gathered into one bulk of work."""
+
+    raws: list[bytes]  # the messages, in the order they sit in the in-flight list
+    items: list[message.Item]  # the items of every decodable message
+    bad: list[tuple[bytes, str]] = field(default_factory=list)  # (message, why it is undecodable)
+    recovered: int = 0  # times the first message was recovered from a dead consumer
+
+    @property
+    def raw(self) -> bytes:
+        return self.raws[0]
+
+
+@dataclass
+class Outcome:
+    """What acknowledging a delivery does, all in one transaction."""
+
+    pushes: list[tuple[str, bytes]] = field(default_factory=list)  # (queue name, message)
+    dead: list[bytes] = field(default_factory=list)  # dead-letter entries
+    count: int = 0  # items handled, for the stats
+    extra: Callable[[Pipeline], None] | None = None  # more commands in the same MULTI
+
+
+class Consumer:
+    def __init__(
+        self,
+        client: redis.Redis,
+        cfg: RedisConfig,
+        queue: str,
+        consumer_id: str,
+        worker: str,
+    ) -> None:
+        self.client, self.cfg, self.queue, self.id, self.worker = client, cfg, queue, consumer_id, worker
+        self.keys = Keys(cfg.prefix)
+        self.queue_key = self.keys.queue(queue)
+        self.inflight_key = self.keys.inflight(consumer_id)
+        self.heartbeat_key = self.keys.heartbeat(consumer_id)
+        self.stats = Stats(client, self.keys, worker)
+        self._first_take = True
+        self._check_own = True
+
+    def start(self) -> None:
+        """Say we are alive, then register (a reaper never sees us registered but dead)."""
+        version = tuple(int(p) for p in str(self.client.info("server")["redis_version"]).split(".")[:3])
+        if version < MIN_REDIS:
+            raise RuntimeError(f"Redis {'.'.join(map(str, version))} is too old: BLMOVE needs 6.2")
+        self.beat()
+        self.client.hset(self.keys.consumers, self.id, self.queue_key)
+
+    def beat(self) -> None:
+        self.client.set(self.heartbeat_key, b"1", ex=self.cfg.heartbeat_ttl)
+
+    def after_connection_error(self) -> None:
+        """The reply to a BLMOVE may have been lost: look in the in-flight list again."""
+        self._check_own = True
+
+    def take(self, gather_items: int = 0, linger: float = 0.0) -> Delivery | None:
+        """The next work: our own in-flight messages first, else one from the queue (blocking).
+
+        With ``gather_items``, more messages are moved into the in-flight list (for up to
+        ``linger`` seconds) until that many items are in hand: small messages become one bulk.
+        """
+        if self._check_own:
+            raws = self.client.lrange(self.inflight_key, 0, -1)
+            first, self._first_take, self._check_own = self._first_take, False, False
+            if raws:
+                return self._recover(raws) if first else self._delivery(raws, 0)
+        raw = self.client.blmove(
+            self.queue_key, self.inflight_key, self.cfg.block_timeout, "LEFT", "RIGHT"
+        )
+        if raw is None:
+            return None
+        delivery = self._delivery([raw], 0)
+        deadline = time.monotonic() + linger
+        while gather_items and len(delivery.items) < gather_items:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            more = self.client.blmove(self.queue_key, self.inflight_key,
+                                      min(left, self.cfg.block_timeout), "LEFT", "RIGHT")
+            if more is None:
+                break
+            self._add(delivery, more)
+        return delivery
+
+    def _recover(self, raws: list[bytes]) -> Delivery | None:
+        """A previous process died holding these: count the recovery, dead-letter poison."""
+        counts = [int(self.client.hincrby(self.keys.recoveries, message.digest(r), 1)) for r in raws]
+        log.warning("recovering %d in-flight message(s) of %s (recovery %d)", len(raws), self.id, max(counts))
+        poison = [r for r, n in zip(raws, counts, strict=True) if n >= self.cfg.max_recoveries]
+        if poison:
+            reason = f"batch recovered {max(counts)} times from a dying worker; dead-lettered as poison"
+            log.error("%s: %s", self.id, reason)
+            keep = [r for r, n in zip(raws, counts, strict=True) if n < self.cfg.max_recoveries]
+            entries = [message.dead_letter(reason=reason, worker=self.id, queue=self.queue, raw=r) for r in poison]
+            with self.client.pipeline(transaction=True) as pipe:  # poison out, the rest stays in flight
+                pipe.delete(self.inflight_key)
+                if keep:
+                    pipe.rpush(self.inflight_key, *keep)
+                pipe.rpush(self.keys.dead_letters, *entries)
+                pipe.hdel(self.keys.recoveries, *[message.digest(r) for r in poison])
+                pipe.execute()
+            if not keep:
+                return None
+            raws = keep
+        return self._delivery(raws, max(counts))
+
+    def _delivery(self, raws: list[bytes], recovered: int) -> Delivery:
+        delivery = Delivery([], [], [], recovered)
+        for raw in raws:
+            self._add(delivery, raw)
+        return delivery
+
+    def _add(self, delivery: Delivery, raw: bytes) -> None:
+        delivery.raws.append(raw)
+        try:
+            delivery.items.extend(message.decode(raw, self.cfg.max_payload_bytes))
+        except PayloadError as exc:
+            delivery.bad.append((raw, str(exc)))
+
+    def ack(self, delivery: Delivery, outcome: Outcome) -> bool:
+        """Commit a delivery's outcome; False if it was no longer ours (already done, or reaped).
+
+        Until an acknowledgement is known to have gone through, the next take looks in the
+        in-flight list first: what is still there is delivered again, never overwritten.
+        """
+        shas = [message.digest(raw) for raw in delivery.raws]
+        self._check_own = True
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.watch(self.inflight_key)
+                if pipe.llen(self.inflight_key) == 0:
+                    log.warning("%s: in-flight batch already acknowledged or reaped; results dropped", self.id)
+                    return False
+                pipe.multi()
+                pipe.delete(self.inflight_key)
+                for queue, payload in outcome.pushes:
+                    pipe.rpush(self.keys.queue(queue), payload)
+                for entry in outcome.dead:
+                    pipe.rpush(self.keys.dead_letters, entry)
+                pipe.hdel(self.keys.recoveries, *shas)
+                if outcome.extra is not None:
+                    outcome.extra(pipe)
+                pipe.execute()
+                self._check_own = False
+                self.stats.add(outcome.count)
+                return True
+        except redis.WatchError:
+            # reaped meanwhile, or the connection broke while watching (applied or not: the
+            # in-flight list, read again at the next take, tells)
+            log.warning("%s: acknowledgement refused or uncertain; the in-flight list decides", self.id)
+            return False
+
+    def hand_back(self) -> bool:
+        """Return the in-flight messages to the head of the queue, in order (graceful stop)."""
+        moved = False
+        while self.client.lmove(self.inflight_key, self.queue_key, "RIGHT", "LEFT") is not None:
+            moved = True
+        return moved
+
+    def stop(self) -> None:
+        """Leave cleanly: no heartbeat (our in-flight list is empty or handed back)."""
+        self.client.delete(self.heartbeat_key)

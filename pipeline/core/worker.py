@@ -1,0 +1,165 @@
+"""The run loop every queue-consuming worker shares.
+
+One loop: take a batch, handle it, acknowledge it. A stop request (SIGTERM/SIGINT) only sets a
+flag; the loop finishes the batch in hand and leaves. A lost Redis means capped exponential
+backoff. Anything unexpected propagates: the process exits non-zero, supervisord restarts it,
+and the in-flight batch is recovered (and dead-lettered if it keeps killing workers).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+import redis
+
+from pipeline.config import Config, ProgramConfig
+from pipeline.core import failpoint, message
+from pipeline.core.backoff import Backoff
+from pipeline.core.connection import REDIS_ERRORS, connect, passing
+from pipeline.core.queue import Consumer, Delivery, Outcome
+from pipeline.core.reaper import reap
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Flags:
+    stop: bool = False
+    reopen: bool = False
+
+
+def install_signal_handlers(flags: Flags) -> None:
+    """Handlers only set a flag; the loop does the rest."""
+
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        flags.stop = True
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        flags.reopen = True
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, on_hup)
+
+
+def consumer_id(name: str) -> str:
+    """Stable across restarts, distinct across hosts and supervisord process numbers."""
+    return f"{socket.gethostname()}/{os.environ.get('SUPERVISOR_PROCESS_NAME') or name}"
+
+
+def sleep_unless(flags: Flags, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not flags.stop and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(left, 0.1))
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the heartbeat key while the process lives (even during a long batch)."""
+
+    def __init__(self, consumer: Consumer, ttl: int) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.consumer, self.interval = consumer, max(1.0, ttl / 3)
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.interval):
+            try:
+                self.consumer.beat()
+            except REDIS_ERRORS as exc:  # never let the heartbeat die while the worker lives
+                log.warning("heartbeat failed: %s", exc)
+
+
+Handler = Callable[[Delivery], Outcome]
+
+
+class HandBack(Exception):
+    """Raised by a handler that cannot finish before a stop: the batch goes back to its queue."""
+
+
+def undecodable(consumer: Consumer, delivery: Delivery) -> list[bytes]:
+    """Dead-letter entries for the delivery's messages that are not JSON batches or items."""
+    cap = 1024 * 1024
+    return [
+        message.dead_letter(
+            reason=f"undecodable message: {error}", worker=consumer.id, queue=consumer.queue,
+            raw=raw[:cap], detail=f"{len(raw)} bytes, first {cap} kept" if len(raw) > cap else "")
+        for raw, error in delivery.bad
+    ]
+
+
+def run_consumer(
+    cfg: Config,
+    program: ProgramConfig,
+    queue: str,
+    make_handler: Callable[[Consumer, Flags], Handler],
+    flags: Flags | None = None,
+    client: redis.Redis | None = None,
+    tick: Callable[[], None] | None = None,
+    gather_items: int = 0,
+    linger: float = 0.0,
+) -> int:
+    flags = flags or Flags()
+    rcfg = cfg.redis_for(program)
+    client = client or connect(rcfg)
+    consumer = Consumer(client, rcfg, queue, consumer_id(program.name), program.name)
+    handler = make_handler(consumer, flags)
+    heartbeat = Heartbeat(consumer, rcfg.heartbeat_ttl)
+    backoff = Backoff()
+    started = False
+    next_reap = 0.0
+    log.info("%s: consuming %s", consumer.id, queue)
+    try:
+        while not flags.stop:
+            try:
+                if not started:
+                    consumer.start()
+                    if not heartbeat.is_alive():
+                        heartbeat.start()
+                    started = True
+                delivery = consumer.take(gather_items, linger)
+                if delivery is not None:
+                    failpoint.hit("taken")
+                    outcome = Outcome()
+                    if delivery.items:
+                        try:
+                            outcome = handler(delivery)
+                        except HandBack:
+                            consumer.hand_back()
+                            log.info("%s: batch handed back to %s", consumer.id, queue)
+                            break
+                    outcome.dead.extend(undecodable(consumer, delivery))
+                    failpoint.hit("handled")
+                    consumer.ack(delivery, outcome)
+                consumer.stats.flush()
+                if tick is not None:
+                    tick()
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + rcfg.heartbeat_ttl / 2
+                    reap(client, rcfg, me=consumer.id)
+                backoff.reset()
+            except REDIS_ERRORS as exc:
+                if not passing(exc):
+                    raise
+                delay = backoff.next_delay()
+                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", consumer.id, exc, delay)
+                consumer.after_connection_error()
+                sleep_unless(flags, delay)
+        if started:
+            consumer.stats.flush(force=True)
+            consumer.stop()
+        log.info("%s: stopped", consumer.id)
+        return 0
+    except REDIS_ERRORS as exc:
+        if not passing(exc):
+            raise
+        return 0
+    finally:
+        heartbeat.done.set()

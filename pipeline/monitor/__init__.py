@@ -1,0 +1,1 @@
+"""What the pipeline is doing: status."""

@@ -1,0 +1,106 @@
+"""``loglines status``: workers, heartbeats, queues, in-flight and dead-letter counts, rates."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from pipeline.config import Config, ProgramConfig
+from pipeline.core.keys import Keys
+from pipeline.ops.control import process_states
+
+
+def collect(cfg: Config, clients: dict[str, redis.Redis]) -> dict[str, Any]:
+    """Everything ``loglines status`` shows, from every Redis server of the pipeline (``clients``:
+    section name -> client) and from supervisord."""
+    queues: dict[str, int] = {}
+    consumers: dict[str, dict[str, Any]] = {}
+    totals: dict[str, int] = {}
+    recent: dict[str, int] = {}
+    servers: dict[str, dict[str, int]] = {}
+    minute = int(time.time() // 60)
+    for server, client in clients.items():
+        keys = Keys(cfg.redis[server].prefix)
+        mine = {name: 0 for name in configured_queues(cfg, server)}
+        queue_head = keys.queue("")
+        for key in sorted(client.scan_iter(match=_escape(queue_head) + "*", count=1000)):
+            mine[key.decode()[len(queue_head):]] = client.llen(key)
+        for name, length in mine.items():
+            queues[name if name not in queues else f"{name} ({server})"] = length
+        for cid, qkey in client.hgetall(keys.consumers).items():
+            consumer = cid.decode()
+            ttl = client.ttl(keys.heartbeat(consumer))
+            consumers[consumer] = {
+                "queue": keys.queue_name(qkey.decode()),
+                "redis": server,
+                "alive": ttl > 0,
+                "heartbeat_ttl": max(ttl, 0),
+                "in_flight": client.llen(keys.inflight(consumer)),
+            }
+        for k, v in client.hgetall(keys.stats).items():
+            totals[k.decode()] = totals.get(k.decode(), 0) + int(v)
+        for m in range(minute - 5, minute):
+            for worker, count in client.hgetall(keys.rate(m)).items():
+                recent[worker.decode()] = recent.get(worker.decode(), 0) + int(count)
+        servers[server] = {"dead_letters": int(client.llen(keys.dead_letters)),
+                           "failed": int(client.llen(keys.failed))}
+    states = process_states(cfg)
+    workers = {}
+    for name, program in cfg.programs.items():
+        procs = {k: v for k, v in (states or {}).items() if k.split(":")[0] == name}
+        workers[name] = {
+            "type": program.type or "program",
+            "processes": {k.split(":")[1]: v["statename"] for k, v in procs.items()},
+            "items_total": totals.get(name, 0),
+            "items_per_second_5min": round(recent.get(name, 0) / 300, 2),
+        }
+    return {
+        "supervisord": "running" if states is not None else "not running",
+        "workers": workers,
+        "consumers": consumers,
+        "queues": queues,
+        "in_flight": sum(c["in_flight"] for c in consumers.values()),
+        "dead_letters": sum(s["dead_letters"] for s in servers.values()),
+        "failed": sum(s["failed"] for s in servers.values()),
+        "redis": servers,
+    }
+
+
+def program_queues(program: ProgramConfig) -> list[str]:
+    """The queues a program reads from or pushes to."""
+    names: list[str] = []
+    for attr in ("listento", "pushto", "fanout", "other_queue", "success_queue"):
+        value = getattr(program.options, attr, "")
+        for name in (value,) if isinstance(value, str) else value:
+            if name and name not in names:
+                names.append(name)
+    return names
+
+
+def configured_queues(cfg: Config, server: str = "redis") -> list[str]:
+    names: list[str] = []
+    for program in cfg.programs.values():
+        if program.type and program.redis == server:
+            names += [n for n in program_queues(program) if n not in names]
+    return names
+
+
+def _escape(pattern: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in pattern)
+
+
+def render(status: dict[str, Any]) -> str:
+    out = [f"supervisord: {status['supervisord']}", "", "WORKER                 TYPE        STATE           ITEMS     /s(5m)"]
+    for name, w in status["workers"].items():
+        state = ",".join(sorted(set(w["processes"].values()))) or "-"
+        out.append(f"{name:<22} {w['type']:<11} {state:<15} {w['items_total']:>9} {w['items_per_second_5min']:>9}")
+    out += ["", "QUEUE                  LENGTH"]
+    out += [f"{q:<22} {n:>6}" for q, n in status["queues"].items()] or ["(none)"]
+    out += ["", "CONSUMER                                   QUEUE          ALIVE  IN-FLIGHT"]
+    for cid, c in status["consumers"].items():
+        out.append(f"{cid:<42} {c['queue']:<14} {'yes' if c['alive'] else 'NO':<6} {c['in_flight']:>9}")
+    out += ["", f"in flight: {status['in_flight']}   dead letters: {status['dead_letters']}   "
+                f"failed tracker requests: {status['failed']}"]
+    return "\n".join(out)

@@ -1,0 +1,1 @@
+"""Where records leave the pipeline: files, Elasticsearch, the COUNTER tracker."""

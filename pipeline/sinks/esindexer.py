@@ -1,0 +1,191 @@
+"""The Elasticsearch indexer: records into Elasticsearch exactly once.
+
+Every document gets a deterministic ``_id`` (a sha1 of the line's service, source file
+identity and byte offset; for records without those, of the configured ``id_fields``, else
+of the whole record) and is sent with op type ``create``, so a retry or a redelivery after a
+crash never makes a second document: a 409 counts as delivered. Per-item results are read:
+429/502/503/504 are retried (only those items) with capped exponential backoff and jitter; any
+other rejection (a mapping or parse error) dead-letters that document with Elasticsearch's
+reason. The batch is acknowledged only when every document is indexed, already there, or
+dead-lettered; while Elasticsearch is down the worker holds its one batch and takes no more.
+Small messages (an application's single records) are gathered for up to ``flush_ms`` into
+bulks of up to ``batch_docs`` documents.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from elastic_transport import ConnectionError as EsConnectionError
+from elastic_transport import ConnectionTimeout
+from elasticsearch import ApiError, Elasticsearch
+from elasticsearch.serializer import OrjsonSerializer
+
+from pipeline.config import Config, ProgramConfig
+from pipeline.config.options import EsIndexerOptions
+from pipeline.core import message
+from pipeline.core.backoff import Backoff
+from pipeline.core.logsetup import safe
+from pipeline.core.queue import Consumer, Delivery, Outcome
+from pipeline.core.worker import Flags, HandBack, Handler, run_consumer, sleep_unless
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = {429, 502, 503, 504}
+
+
+def client(opts: EsIndexerOptions) -> Elasticsearch:
+    kwargs: dict[str, Any] = {"request_timeout": opts.request_timeout, "max_retries": 0,
+                              "verify_certs": opts.verify_certs, "serializer": OrjsonSerializer()}
+    if opts.api_key:
+        kwargs["api_key"] = opts.api_key
+    elif opts.username:
+        kwargs["basic_auth"] = (opts.username, opts.password)
+    if opts.ca_certs:
+        kwargs["ca_certs"] = opts.ca_certs
+    return Elasticsearch(list(opts.hosts), **kwargs)
+
+
+def document_id(record: dict[str, Any], id_fields: Sequence[str]) -> str:
+    line = message.item_id(record)
+    if line is not None:
+        key = f"{record.get('service', '')}\x00{line}".encode()
+    elif id_fields:
+        key = orjson.dumps([record.get(name) for name in id_fields])
+    else:
+        key = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha1(key).hexdigest()
+
+
+_names: dict[tuple[str, str], str] = {}
+
+
+def index_name(pattern: str, record: dict[str, Any], time_field: str) -> str:
+    """``pattern`` with strftime codes filled from the record's own time (cached per time)."""
+    if "%" not in pattern:
+        return pattern
+    value = record.get(time_field)
+    if isinstance(value, str):
+        name = _names.get((pattern, value))
+        if name is not None:
+            return name
+        try:
+            name = datetime.fromisoformat(value).strftime(pattern)
+        except ValueError:
+            return datetime.now(UTC).strftime(pattern)
+        if len(_names) > 65536:
+            _names.clear()
+        _names[(pattern, value)] = name
+        return name
+    return datetime.now(UTC).strftime(pattern)
+
+
+class Indexer:
+    def __init__(self, opts: EsIndexerOptions, es: Elasticsearch, flags: Flags, name: str) -> None:
+        self.opts, self.es, self.flags, self.name = opts, es, flags, name
+
+    def operations(self, records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bytes]]:
+        """(record, its two NDJSON lines) for every record."""
+        out = []
+        for record in records:
+            action: dict[str, Any] = {
+                "_index": index_name(self.opts.index, record, self.opts.time_field),
+                "_id": document_id(record, self.opts.id_fields),
+            }
+            if self.opts.pipeline:
+                action["pipeline"] = self.opts.pipeline
+            source = orjson.dumps(record)
+            stamp = record.get(self.opts.time_field)
+            if "@timestamp" not in record and isinstance(stamp, str) and len(source) > 2:
+                source = source[:-1] + b',"@timestamp":' + orjson.dumps(stamp) + b"}"
+            out.append((record, orjson.dumps({"create": action}) + b"\n" + source + b"\n"))
+        return out
+
+    def chunks(self, ops: list[tuple[dict[str, Any], bytes]]) -> list[list[tuple[dict[str, Any], bytes]]]:
+        out: list[list[tuple[dict[str, Any], bytes]]] = [[]]
+        size = 0
+        for op in ops:
+            if out[-1] and (len(out[-1]) >= self.opts.batch_docs or size + len(op[1]) > self.opts.batch_bytes):
+                out.append([])
+                size = 0
+            out[-1].append(op)
+            size += len(op[1])
+        return [c for c in out if c]
+
+    def index(self, records: list[dict[str, Any]], worker: str, queue: str) -> list[bytes]:
+        """Index every record or dead-letter it; the dead-letter entries."""
+        dead: list[bytes] = []
+        for chunk in self.chunks(self.operations(records)):
+            dead.extend(self._bulk_until_done(chunk, worker, queue))
+        return dead
+
+    def _bulk_until_done(self, pending: list[tuple[dict[str, Any], bytes]], worker: str, queue: str) -> list[bytes]:
+        dead: list[bytes] = []
+        backoff = Backoff(base=0.5, cap=self.opts.max_backoff)
+        while pending:
+            retry: list[tuple[dict[str, Any], bytes]] = []
+            try:
+                response = self.es.bulk(operations=b"".join(op for _, op in pending),
+                                        filter_path="errors,items.*.status,items.*.error")
+                results = response.get("items") or [] if response.get("errors") else None
+            except (EsConnectionError, ConnectionTimeout) as exc:
+                retry, reason = pending, f"Elasticsearch unreachable ({type(exc).__name__})"
+            except ApiError as exc:
+                if exc.meta.status not in RETRYABLE:
+                    raise
+                retry, reason = pending, f"Elasticsearch answered {exc.meta.status} to the bulk request"
+            else:
+                reason = ""
+                for (record, op), result in zip(pending, results or (), strict=results is not None):
+                    outcome = result.get("create") or next(iter(result.values()))
+                    status = int(outcome.get("status", 0))
+                    if 200 <= status < 300 or status == 409:
+                        continue
+                    if status in RETRYABLE:
+                        retry.append((record, op))
+                        reason = f"Elasticsearch rejected {len(retry)} document(s) with {status}"
+                        continue
+                    error = outcome.get("error") or {}
+                    dead.append(message.dead_letter(
+                        reason=f"Elasticsearch refused the document ({status} {error.get('type', '?')}): "
+                               f"{error.get('reason', '')}",
+                        worker=worker, queue=queue, item=record,
+                        detail=orjson.dumps(error).decode()[:4000]))
+            if retry:
+                # a failed request leaves reference cycles (exception, traceback, frames) that
+                # hold the bulk body; an idle worker allocates too little to trigger the
+                # collector, so each retry would keep one more body alive: collect now
+                gc.collect()
+                delay = backoff.next_delay()
+                log.warning("%s: %s; retrying %d document(s) in %.1fs", self.name, safe(reason),
+                            len(retry), delay)
+                sleep_unless(self.flags, delay)
+                if self.flags.stop:
+                    raise HandBack()
+            pending = retry
+        if dead:
+            log.warning("%s: %d document(s) dead-lettered", self.name, len(dead))
+        return dead
+
+
+def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+    opts: EsIndexerOptions = program.options
+
+    def make_handler(consumer: Consumer, flags: Flags) -> Handler:
+        indexer = Indexer(opts, client(opts), flags, program.name)
+
+        def handle(delivery: Delivery) -> Outcome:
+            records = delivery.items or []
+            dead = indexer.index(records, consumer.id, opts.listento)
+            return Outcome(dead=dead, count=len(records))
+
+        return handle
+
+    return run_consumer(cfg, program, opts.listento, make_handler, flags,
+                        gather_items=opts.batch_docs, linger=opts.flush_ms / 1000)

@@ -1,0 +1,282 @@
+"""The tracker forwarder: COUNTER usage events to an IRUS/PIRUS tracker as OpenURL requests.
+
+For each item: parse it with the plugin when it is a raw log line, ask the plugin's
+``get_openurl_params(c, worker_section, pl)`` for the parameters (empty: not eligible, to
+``other_queue``), and send ``GET endpoint_url?params`` over one keep-alive session. The
+configured success status acknowledges; 429, 5xx, timeouts and connection errors are retried
+with capped exponential backoff (at least ``pauseonfail``, at least ``Retry-After``); other
+statuses dead-letter the event with the response. After ``retries`` attempts the event waits in
+the failed-requests list with its full URL and original ``url_tim``; it is retried every
+``retry_failed_every`` seconds, or on demand with ``loglines dlq replay --failed``.
+
+Each event has a stable id (the line's ``service:src:off``, else a hash of its parameters).
+Its id is remembered in Redis (``sent_ttl``) right after the tracker accepted it, so a batch
+delivered again after a crash skips what was already sent: a crash resends at most the one
+request that was in flight. While Redis refuses the record (down, out of memory), the id is
+kept in memory, so an outage of Redis does not cause resends either.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import logging
+import os
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import requests
+
+from pipeline.config import Config, ProgramConfig
+from pipeline.config.options import TrackerOptions
+from pipeline.core import message
+from pipeline.core.backoff import Backoff
+from pipeline.core.logsetup import safe
+from pipeline.core.queue import Consumer, Delivery, Outcome
+from pipeline.core.worker import Flags, HandBack, Handler, run_consumer, sleep_unless
+from pipeline.errors import PermanentError, PluginError, RetryableError
+from pipeline.ops import dlq
+from pipeline.plugin import Plugin
+from pipeline.plugin import load as load_plugin
+
+log = logging.getLogger(__name__)
+
+LINE_KEYS = frozenset(("service", "logline", "src", "off", "trunc", "raw_b64", "partial"))
+RETRYABLE = {429, 500, 502, 503, 504}
+
+
+@dataclass
+class Event:
+    event_id: str
+    params: dict[str, str]
+    record: dict[str, Any]
+
+    @property
+    def url_tim(self) -> str:
+        return self.params.get("url_tim", "")
+
+
+class Tracker:
+    """One keep-alive HTTP session to the tracker, with the per-process rate limit."""
+
+    def __init__(self, opts: TrackerOptions) -> None:
+        self.opts = opts
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "loglines-tracker/1"
+        # proxies and CA bundle from the environment are read once, not on every request
+        self.session.proxies = requests.utils.get_environ_proxies(opts.endpoint_url)
+        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        self.session.trust_env = False
+        self.last_request = 0.0
+
+    def url(self, params: Mapping[str, str]) -> str:
+        return f"{self.opts.endpoint_url}?{urlencode(params)}"
+
+    def send(self, params: Mapping[str, str]) -> None:
+        """Raise :class:`RetryableError` (with ``retry_after``) or :class:`PermanentError`."""
+        wait = self.last_request + self.opts.ratelimit - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.last_request = time.monotonic()
+        try:
+            response = self.session.get(self.opts.endpoint_url, params=params, timeout=self.opts.timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise RetryableError(f"{type(exc).__name__}: {exc}") from None
+        if response.status_code == self.opts.success:
+            return
+        detail = f"HTTP {response.status_code}: {response.text[:500]}"
+        if response.status_code in RETRYABLE:
+            error = RetryableError(detail)
+            error.retry_after = retry_after(response.headers.get("Retry-After"))  # type: ignore[attr-defined]
+            raise error
+        raise PermanentError(detail)
+
+
+def retry_after(value: str | None) -> float:
+    """Seconds from a Retry-After header (seconds or an HTTP date); 0 when absent or bad."""
+    if not value:
+        return 0.0
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def event_id(item: Mapping[str, Any], params: Mapping[str, str]) -> str:
+    line_id = message.item_id(item)
+    if line_id is not None:
+        return f"{item.get('service', '')}:{line_id}"
+    return hashlib.sha1(orjson.dumps(dict(params), option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+class Forwarder:
+    def __init__(self, cfg: Config, program: ProgramConfig, consumer: Consumer, flags: Flags) -> None:
+        self.opts: TrackerOptions = program.options
+        self.section, self.consumer, self.flags = program.name, consumer, flags
+        self.parser = cfg.raw_parser()
+        self.plugin = load_tracker_plugin(cfg, program)
+        self.tracker = Tracker(self.opts)
+        self.keys = consumer.keys
+        self.next_retry = time.monotonic() + self.opts.retry_failed_every
+        self.unrecorded: set[str] = set()  # sent, but Redis did not take the record yet
+
+    def record_sent(self) -> None:
+        """Remember sent events in Redis; what Redis refuses now is kept here until it takes it."""
+        while self.unrecorded:
+            event_id = next(iter(self.unrecorded))
+            self.consumer.client.set(self.keys.sent(event_id), b"1", ex=self.opts.sent_ttl)
+            self.unrecorded.discard(event_id)
+
+    def prepare(self, item: dict[str, Any]) -> Event | tuple[str, Any]:
+        """An event to send, or ("other", record) / ("dead", reason)."""
+        if isinstance(item.get("openurl"), dict):  # a failed event coming back: send it as it was
+            return Event(str(item.get("event_id") or event_id(item, item["openurl"])),
+                         {str(k): str(v) for k, v in item["openurl"].items()}, item.get("record") or {})
+        record = self.plugin.parse(item) if item.keys() <= LINE_KEYS and "logline" in item else item
+        if not record:
+            return ("other", {**item, "excluded": "the plugin found nothing to send"})
+        record = dict(record)
+        for key in ("service", "src", "off"):
+            if key in item and key not in record:
+                record[key] = item[key]
+        params = self.plugin.get_openurl_params(self.parser, self.section, record)  # type: ignore[misc]
+        if not params:
+            record.setdefault("excluded", "not eligible for the tracker")
+            return ("other", record)
+        params = {str(k): str(v) for k, v in params.items()}
+        params.setdefault("url_ver", self.opts.url_ver)
+        if not params.get("rfr_id") and self.opts.rfr_id:
+            params["rfr_id"] = self.opts.rfr_id
+        return Event(event_id(record, params), params, record)
+
+    def deliver(self, event: Event) -> str | None:
+        """Send until accepted; None when sent, else the reason it is parked."""
+        backoff = Backoff(base=1.0, cap=self.opts.max_backoff)
+        for attempt in range(1, self.opts.retries + 1):
+            try:
+                self.tracker.send(event.params)
+                self.unrecorded.add(event.event_id)
+                self.record_sent()
+                return None
+            except RetryableError as exc:
+                if attempt == self.opts.retries:
+                    return f"tracker unavailable after {attempt} attempts: {exc}"
+                wait = max(self.opts.pauseonfail, backoff.next_delay(), getattr(exc, "retry_after", 0.0))
+                wait = min(wait, max(self.opts.max_backoff, getattr(exc, "retry_after", 0.0)))
+                log.warning("%s: tracker failed (%s); attempt %d of %d, next in %.1fs", self.section,
+                            safe(exc), attempt, self.opts.retries, wait)
+                sleep_unless(self.flags, wait)
+                if self.flags.stop:
+                    raise HandBack() from exc
+        return "unreachable"
+
+    def handle(self, delivery: Delivery) -> Outcome:
+        sent: list[dict[str, Any]] = []
+        others: list[Any] = []
+        dead: list[bytes] = []
+        parked: list[bytes] = []
+        worker, queue = self.consumer.id, self.opts.listento
+        events: list[tuple[dict[str, Any], Event]] = []
+        for item in delivery.items or ():
+            try:
+                prepared = self.prepare(item)
+            except Exception as exc:
+                dead.append(message.dead_letter(
+                    reason=f"plugin {self.plugin.name} raised {type(exc).__name__}: {exc}",
+                    worker=worker, queue=queue, item=item, detail=traceback.format_exc(limit=4)))
+                continue
+            if isinstance(prepared, Event):
+                events.append((item, prepared))
+            else:
+                others.append(prepared[1])
+        with self.consumer.client.pipeline(transaction=False) as pipe:
+            for _, event in events:
+                pipe.exists(self.keys.sent(event.event_id))
+            already = pipe.execute() if events else []
+        for (item, event), was_sent in zip(events, already, strict=True):
+            if was_sent or event.event_id in self.unrecorded:
+                sent.append(event.record)
+                continue
+            if self.flags.stop:
+                raise HandBack()  # what was sent is remembered by id: not sent twice
+            try:
+                reason = self.deliver(event)
+            except PermanentError as exc:
+                dead.append(message.dead_letter(
+                    reason=f"tracker refused the event: {exc}", worker=worker, queue=queue,
+                    item=item, detail=self.tracker.url(event.params)))
+                continue
+            if reason is None:
+                sent.append(event.record)
+            else:
+                parked.append(self.parked_entry(event, reason))
+        pushes = []
+        if sent and self.opts.success_queue:
+            pushes.append((self.opts.success_queue, message.encode(sent)))
+        if others and self.opts.other_queue:
+            pushes.append((self.opts.other_queue, message.encode(others)))
+
+        def park(pipe: Any) -> None:
+            if parked:
+                pipe.rpush(self.keys.failed, *parked)
+
+        if parked:
+            log.error("%s: %d event(s) parked in the failed-requests list", self.section, len(parked))
+        return Outcome(pushes=pushes, dead=dead, count=len(delivery.items or ()), extra=park)
+
+    def parked_entry(self, event: Event, reason: str) -> bytes:
+        return orjson.dumps({
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "worker": self.consumer.id,
+            "queue": self.opts.listento,
+            "reason": reason,
+            "url": self.tracker.url(event.params),
+            "url_tim": event.url_tim,
+            "item": {"openurl": event.params, "event_id": event.event_id, "record": event.record},
+        })
+
+    def retry_failed(self) -> None:
+        if time.monotonic() < self.next_retry:
+            return
+        self.next_retry = time.monotonic() + self.opts.retry_failed_every
+        moved = dlq.replay(self.consumer.client, self.keys, self.keys.failed, only_queue=self.opts.listento)
+        if moved:
+            log.info("%s: %d failed event(s) queued again for another try", self.section, moved)
+
+
+def load_tracker_plugin(cfg: Config, program: ProgramConfig) -> Plugin:
+    plugin = load_plugin(program.options.plugin, cfg.plugin_dirs, cfg.plugin_options(program.name))
+    if plugin.get_openurl_params is None:
+        raise PluginError(f"plugin {plugin.name!r} has no get_openurl_params(c, worker_section, pl): "
+                          "a tracker needs it")
+    check = getattr(plugin.module, "check_config", None)
+    if check is not None:
+        try:
+            check(cfg.raw_parser(), program.name)
+        except ValueError as exc:
+            raise PluginError(f"plugin {plugin.name!r}, [{program.name}]: {exc}") from None
+    return plugin
+
+
+def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+    opts: TrackerOptions = program.options
+    holder: dict[str, Forwarder] = {}
+
+    def make_handler(consumer: Consumer, flags: Flags) -> Handler:
+        holder["forwarder"] = Forwarder(cfg, program, consumer, flags)
+        return holder["forwarder"].handle
+
+    def tick() -> None:
+        if "forwarder" in holder:
+            holder["forwarder"].retry_failed()
+
+    return run_consumer(cfg, program, opts.listento, make_handler, flags, tick=tick)

@@ -1,0 +1,345 @@
+"""The file watcher: tails log files into a Redis queue, exactly once.
+
+Each batch is pushed in the same MULTI/EXEC that saves the position past its last line, so a
+line is in the queue if and only if the saved offset is past it: after ``kill -9`` the watcher
+resumes right after the last pushed line. Rotation is followed by file identity (device, inode
+and a fingerprint of the first bytes), whether it happens while running or while stopped.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from dataclasses import replace
+
+import redis
+
+from pipeline.config import Config, ProgramConfig
+from pipeline.config.options import WatcherOptions
+from pipeline.core import failpoint
+from pipeline.core.backoff import Backoff
+from pipeline.core.connection import REDIS_ERRORS, connect, passing
+from pipeline.core.keys import Keys
+from pipeline.core.logsetup import safe
+from pipeline.core.stats import Stats
+from pipeline.core.worker import Flags, sleep_unless
+from pipeline.sources.fileid import FileState, file_key, find_by_inode, new_state, same_file
+from pipeline.sources.tailer import Tail
+
+log = logging.getLogger(__name__)
+
+READ_BUDGET = 1024 * 1024
+BATCHES_PER_COMMIT = 8  # when catching up, up to this many full batches share one transaction
+
+
+class Watcher:
+    def __init__(
+        self,
+        name: str,
+        opts: WatcherOptions,
+        client: redis.Redis,
+        keys: Keys,
+        flags: Flags,
+        state_name: str | None = None,
+    ) -> None:
+        self.name, self.opts, self.client, self.keys, self.flags = name, opts, client, keys, flags
+        self.queue_key = keys.queue(opts.pushto)
+        self.offsets_key = keys.offsets(state_name or name)
+        self.tails: dict[str, Tail] = {}
+        self.saved: dict[str, FileState] = {}
+        self.first_pending_at: float | None = None
+        self.uncertain = False  # a commit's reply was lost: check before pushing again
+        self.rescan_needed = False
+        self.stats = Stats(client, keys, name)
+        self.lines_pushed = 0
+        self._refused: set[str] = set()
+
+    # -- files -------------------------------------------------------------------------
+
+    def load_state(self) -> None:
+        self.saved = {
+            k.decode(): FileState.loads(v) for k, v in self.client.hgetall(self.offsets_key).items()
+        }
+
+    def rescan(self, first: bool = False) -> None:
+        found: dict[str, str] = {}
+        for pattern in self.opts.logfile:
+            for path in sorted(glob.glob(pattern)):
+                if not self._allowed(path):
+                    continue
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if os.path.isfile(path):
+                    found.setdefault(file_key(st.st_dev, st.st_ino), path)
+        for key, path in found.items():
+            tail = self.tails.get(key)
+            if tail is None:
+                self._open(path, first)
+            else:
+                tail.path, tail.orphan_since = path, None
+                self._check_truncation(tail)
+        now = time.monotonic()
+        for key, tail in self.tails.items():
+            if key not in found and tail.orphan_since is None:
+                tail.orphan_since = now
+                log.info("%s: %s was rotated away; finishing it", self.name, safe(tail.path))
+        if first:
+            self._resume_rotated_while_stopped(found)
+
+    def _allowed(self, path: str) -> bool:
+        if not self.opts.allowed_roots:
+            return True
+        real = os.path.realpath(path)
+        for root in self.opts.allowed_roots:
+            if real == root or real.startswith(os.path.realpath(root).rstrip("/") + "/"):
+                return True
+        if path not in self._refused:
+            self._refused.add(path)
+            log.warning("%s: not following %s: it resolves to %s, outside allowed_roots",
+                        self.name, safe(path), safe(real))
+        return False
+
+    def _open(self, path: str, first: bool) -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            log.warning("%s: cannot open %s: %s", self.name, safe(path), exc)
+            return
+        st = os.fstat(fd)
+        key = file_key(st.st_dev, st.st_ino)
+        state = self.saved.get(key)
+        if state is not None and same_file(fd, state):
+            if st.st_size < state.offset:
+                log.warning("%s: %s is shorter (%d) than the saved offset %d: truncated while "
+                            "stopped, reading from 0", self.name, safe(path), st.st_size, state.offset)
+                state = new_state(path, fd, 0)
+        else:
+            if state is not None:
+                log.warning("%s: %s reuses the inode of a file seen before but its content differs; "
+                            "reading it as a new file", self.name, safe(path))
+                if not state.closed:
+                    self._report_gap(state)
+            start = st.st_size if (first and self.opts.start == "end") else 0
+            state = new_state(path, fd, start)
+        if self.saved.pop(key, None) != state:
+            # Known from now on: should it be rotated away and the watcher die before it
+            # commits a line of it, the next start still finds it by inode and reads it.
+            self.client.hset(self.offsets_key, key, state.dumps())
+        self.tails[key] = Tail(path, fd, state, self.opts.servicename, self.opts.max_line_bytes)
+        log.info("%s: tailing %s from offset %d", self.name, safe(path), state.offset)
+
+    def _check_truncation(self, tail: Tail) -> None:
+        size = os.fstat(tail.fd).st_size
+        if size < tail.pos or not same_file(tail.fd, tail.state):
+            log.warning("%s: %s was truncated (size %d < offset %d) or rewritten; reading from 0",
+                        self.name, safe(tail.path), size, tail.pos)
+            self._commit_pending(tail)
+            tail.rewind(new_state(tail.path, tail.fd, 0))
+
+    def _resume_rotated_while_stopped(self, found: dict[str, str]) -> None:
+        for key, state in list(self.saved.items()):
+            if key in found or key in self.tails:
+                continue
+            path = find_by_inode(os.path.dirname(state.path) or ".", state.dev, state.ino)
+            fd = os.open(path, os.O_RDONLY) if path else -1
+            if fd >= 0 and same_file(fd, state):
+                tail = Tail(path or state.path, fd, state, self.opts.servicename, self.opts.max_line_bytes)
+                tail.orphan_since = time.monotonic()
+                self.tails[key] = tail
+                log.info("%s: %s was rotated to %s while stopped; finishing it from offset %d",
+                         self.name, safe(state.path), safe(path), state.offset)
+            else:
+                if fd >= 0:
+                    os.close(fd)
+                self.client.hdel(self.offsets_key, key)
+                del self.saved[key]
+                if state.closed:
+                    continue  # finished before it went away: nothing was missed
+                self._report_gap(state)
+                continue
+            del self.saved[key]
+
+    def resync(self) -> None:
+        """After an outage, believe Redis over memory. If it came back without writes it had
+        acknowledged (restarted from an older append-only file or snapshot, a failover to a
+        lagging replica), those lines left the queue with the offsets: read them again. If a
+        commit went through but its reply was lost, its lines are in the queue: go on after
+        them (the lines read meanwhile are read again, so the next commit cannot repeat it)."""
+        saved = {k.decode(): FileState.loads(v) for k, v in self.client.hgetall(self.offsets_key).items()}
+        for key, tail in self.tails.items():
+            state = saved.get(key, tail.origin)
+            if state.sid != tail.state.sid or state.offset == tail.state.offset:
+                continue
+            if state.offset < tail.state.offset:
+                log.warning("%s: Redis lost the position of %s (%d, memory says %d): reading "
+                            "from %d again", self.name, safe(tail.path), state.offset,
+                            tail.state.offset, state.offset)
+            else:
+                log.info("%s: the last commit of %s had gone through before the connection was "
+                         "lost; going on from %d", self.name, safe(tail.path), state.offset)
+            tail.rewind(state)
+        self.uncertain = False  # what Redis holds is known now
+        if not any(t.pending for t in self.tails.values()):
+            self.first_pending_at = None
+
+    def _report_gap(self, state: FileState) -> None:
+        log.error("%s: GAP: %s (inode %d) is gone; lines written to it after offset %d "
+                  "while the watcher was stopped cannot be read", self.name,
+                  safe(state.path), state.ino, state.offset)
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def _commit(self, parts: list[tuple[Tail, int]]) -> None:
+        """Push the first ``n`` pending lines of each tail and save their offsets, atomically.
+
+        The lines go out as messages of at most ``batch_lines`` items; when the watcher is
+        catching up, several such messages share one transaction (one round trip).
+        """
+        failpoint.hit("taken")
+        messages: list[bytes] = []
+        states = {}
+        count = 0
+        for tail, n in parts:
+            batch, end = tail.messages(n, self.opts.batch_lines)
+            messages.extend(batch)
+            count += n
+            states[tail.key] = tail.state.advanced(tail.fd, end)
+        if self.uncertain:
+            saved = self.client.hmget(self.offsets_key, list(states))
+            self.uncertain = False
+            if all(r is not None and FileState.loads(r).offset == s.offset
+                   for r, s in zip(saved, states.values(), strict=True)):
+                log.info("%s: the last commit had gone through before the connection was lost", self.name)
+                self._done(parts, states)
+                return
+        self.uncertain = True
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.rpush(self.queue_key, *messages)
+            pipe.hset(self.offsets_key, mapping={k: s.dumps() for k, s in states.items()})
+            pipe.execute()
+        self.uncertain = False
+        self.lines_pushed += count
+        self.stats.add(count)
+        self._done(parts, states)
+
+    def _done(self, parts: list[tuple[Tail, int]], states: dict[str, FileState]) -> None:
+        for tail, n in parts:
+            tail.drop(n, states[tail.key].offset)
+            tail.state = states[tail.key]
+        if not any(t.pending for t in self.tails.values()):
+            self.first_pending_at = None
+
+    def _commit_pending(self, tail: Tail) -> None:
+        if tail.pending:
+            self._commit([(tail, tail.pending)])
+
+    @staticmethod
+    def _still_at_path(tail: Tail) -> bool:
+        try:
+            st = os.stat(tail.path)
+        except OSError:
+            return False
+        return file_key(st.st_dev, st.st_ino) == tail.key
+
+    def _ordered(self) -> list[Tail]:
+        """Rotated-away files first: their lines are older than the new file's."""
+        return sorted(self.tails.values(), key=lambda t: t.orphan_since is None)
+
+    def pump(self) -> int:
+        """Read what is there and commit full batches; bytes read."""
+        total = 0
+        group = self.opts.batch_lines * BATCHES_PER_COMMIT
+        for tail in self._ordered():
+            self._check_truncation(tail)
+            while tail.pending < group:
+                got = tail.read(READ_BUDGET)
+                total += got
+                if not got:
+                    if tail.orphan_since is None and not self._still_at_path(tail):
+                        self.rescan_needed = True  # rotated: do not wait for the next rescan
+                    break
+            if tail.pending and self.first_pending_at is None:
+                self.first_pending_at = time.monotonic()
+            full = tail.pending - tail.pending % self.opts.batch_lines
+            if full:
+                self._commit([(tail, full)])
+        return total
+
+    def flush_due(self, force: bool = False) -> None:
+        if self.first_pending_at is None:
+            return
+        if force or (time.monotonic() - self.first_pending_at) * 1000 >= self.opts.batch_ms:
+            parts = [(t, t.pending) for t in self._ordered() if t.pending]
+            if parts:
+                self._commit(parts)
+            self.first_pending_at = None
+
+    def close_finished(self) -> None:
+        now = time.monotonic()
+        for key, tail in list(self.tails.items()):
+            if tail.orphan_since is None or now - max(tail.orphan_since, tail.last_growth) < self.opts.close_after_s:
+                continue
+            if tail.read(READ_BUDGET):
+                continue
+            tail.flush_partial()
+            self._commit_pending(tail)
+            tail.state = replace(tail.state, offset=tail.pos, closed=True)
+            self.client.hset(self.offsets_key, key, tail.state.dumps())
+            self.saved[key] = tail.state  # should a glob match it again, it resumes at its end
+            tail.close()
+            del self.tails[key]
+            log.info("%s: finished rotated file %s at offset %d", self.name, safe(tail.path), tail.pos)
+
+    def run(self) -> int:
+        backoff = Backoff()
+        loaded = False
+        next_scan = 0.0
+        resync = False
+        while not self.flags.stop:
+            try:
+                if not loaded:
+                    self.load_state()
+                    self.rescan(first=True)
+                    loaded = True
+                    next_scan = time.monotonic() + self.opts.rescan_ms / 1000
+                elif resync:
+                    self.resync()
+                resync = False
+                got = self.pump()
+                self.flush_due()
+                self.stats.flush()
+                if self.rescan_needed or time.monotonic() >= next_scan:
+                    self.rescan_needed = False
+                    self.rescan()
+                    self.close_finished()
+                    next_scan = time.monotonic() + self.opts.rescan_ms / 1000
+                backoff.reset()
+                if not got:
+                    time.sleep(self.opts.poll_ms / 1000)
+            except REDIS_ERRORS as exc:
+                if not passing(exc):
+                    raise
+                resync = True
+                delay = backoff.next_delay()
+                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.name, safe(exc), delay)
+                sleep_unless(self.flags, delay)
+        try:
+            self.flush_due(force=True)
+            self.stats.flush(force=True)
+        except REDIS_ERRORS as exc:
+            log.warning("%s: could not push the last lines before stopping (%s); they will be "
+                        "read again at start", self.name, exc)
+        for tail in self.tails.values():
+            tail.close()
+        log.info("%s: stopped after pushing %d lines", self.name, self.lines_pushed)
+        return 0
+
+
+def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+    rcfg = cfg.redis_for(program)
+    watcher = Watcher(program.name, program.options, connect(rcfg), Keys(rcfg.prefix), flags)
+    return watcher.run()

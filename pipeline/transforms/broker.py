@@ -1,0 +1,23 @@
+"""The broker: copies every batch from ``listento`` to each queue in ``fanout``, in one transaction."""
+
+from __future__ import annotations
+
+from pipeline.config import Config, ProgramConfig
+from pipeline.config.options import BrokerOptions
+from pipeline.core.queue import Consumer, Delivery, Outcome
+from pipeline.core.worker import Flags, Handler, run_consumer
+
+
+def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+    opts: BrokerOptions = program.options
+
+    def make_handler(consumer: Consumer, _flags: Flags) -> Handler:
+        def handle(delivery: Delivery) -> Outcome:
+            bad = {raw for raw, _ in delivery.bad}  # dead-lettered by the run loop, not copied
+            good = [raw for raw in delivery.raws if raw not in bad]
+            pushes = [(queue, raw) for raw in good for queue in opts.fanout]
+            return Outcome(pushes=pushes, count=len(delivery.items))
+
+        return handle
+
+    return run_consumer(cfg, program, opts.listento, make_handler, flags)

@@ -1,0 +1,129 @@
+"""The parser worker: runs a plugin on every item of a batch and fans the records out.
+
+Records go to every queue in ``pushto``; items the plugin does not want (empty result, or a
+record failing ``accept``) go to ``other_queue`` when one is set. An item the plugin raises
+on goes to the dead-letter list with the plugin's name and the traceback; the rest of the batch
+flows on. All of it is acknowledged in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+from pipeline.config import Config, ProgramConfig
+from pipeline.config.options import ParserOptions
+from pipeline.core import message
+from pipeline.core.queue import Consumer, Delivery, Outcome
+from pipeline.core.worker import Flags, Handler, run_consumer
+from pipeline.plugin import Plugin
+from pipeline.plugin import load as load_plugin
+
+log = logging.getLogger(__name__)
+
+CARRIED = frozenset(("service", "src", "off", "logline"))  # item fields every record keeps
+
+
+class PluginTimeout(Exception):
+    pass
+
+
+def plugin_for(cfg: Config, program: ProgramConfig) -> Plugin:
+    opts: ParserOptions = program.options
+    return load_plugin(opts.plugin, cfg.plugin_dirs, cfg.plugin_options(program.name))
+
+
+def accept_rules(opts: ParserOptions) -> list[tuple[str, frozenset[str]]]:
+    rules = []
+    for rule in opts.accept:
+        field, _, values = rule.partition("=")
+        rules.append((field.strip(), frozenset(v.strip() for v in values.split("|"))))
+    return rules
+
+
+@contextmanager
+def time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt a plugin call that hangs. The one handler that raises: it must interrupt."""
+    if seconds <= 0:
+        yield
+        return
+
+    def expired(signum: int, frame: FrameType | None) -> None:
+        raise PluginTimeout(f"plugin took longer than {seconds}s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def make_processor(
+    plugin: Plugin, opts: ParserOptions, worker: str
+) -> Callable[[list[message.Item], str], Outcome]:
+    parse, rules, other_queue = plugin.parse, accept_rules(opts), opts.other_queue
+    timeout = opts.plugin_timeout_s
+
+    def process(items: list[message.Item], source: str) -> Outcome:
+        records: list[dict[str, Any]] = []
+        others: list[Any] = []
+        dead: list[bytes] = []
+        for item in items:
+            try:
+                if timeout:
+                    with time_limit(timeout):
+                        record = parse(item)
+                else:
+                    record = parse(item)
+            except Exception as exc:
+                dead.append(message.dead_letter(
+                    reason=f"plugin {plugin.name} raised {type(exc).__name__}: {exc}",
+                    worker=worker, queue=source, item=item,
+                    detail=traceback.format_exc(limit=4)))
+                continue
+            if not record:
+                others.append(item)
+                continue
+            if type(record) is not dict:
+                record = dict(record)
+            for key in CARRIED:
+                if key not in record and key in item:
+                    record[key] = item[key]
+            if rules and not all(str(record.get(f)) in allowed for f, allowed in rules):
+                others.append(record)
+                continue
+            records.append(record)
+        pushes = []
+        if records:
+            payload = message.encode(records)
+            pushes = [(queue, payload) for queue in opts.pushto]
+        if others and other_queue:
+            pushes.append((other_queue, message.encode(others)))
+        if dead:
+            log.warning("%s: %d item(s) dead-lettered by plugin %s", worker, len(dead), plugin.name)
+        return Outcome(pushes=pushes, dead=dead, count=len(items))
+
+    return process
+
+
+def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+    opts: ParserOptions = program.options
+    plugin = plugin_for(cfg, program)
+
+    def make_handler(consumer: Consumer, _flags: Flags) -> Handler:
+        process = make_processor(plugin, opts, consumer.id)
+
+        def handle(delivery: Delivery) -> Outcome:
+            assert delivery.items is not None
+            return process(delivery.items, opts.listento)
+
+        return handle
+
+    return run_consumer(cfg, program, opts.listento, make_handler, flags)

@@ -1,0 +1,215 @@
+"""Queue semantics against a real Redis: take, acknowledge, recover, reap, dead-letter."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+import redis
+
+from pipeline.config import RedisConfig
+from pipeline.core import message
+from pipeline.core.keys import Keys
+from pipeline.core.queue import Consumer, Outcome
+from pipeline.core.reaper import reap
+
+CFG = RedisConfig(embedded=False, url="redis://unused", heartbeat_ttl=30, block_timeout=0.1)
+K = Keys(CFG.prefix)
+
+
+def consumer(r: redis.Redis, cid: str = "host/w1", queue: str = "in") -> Consumer:
+    c = Consumer(r, CFG, queue, cid, "w1")
+    c.start()
+    return c
+
+
+def push(r: redis.Redis, queue: str, items: list[dict]) -> bytes:
+    raw = message.encode(items)
+    r.rpush(K.queue(queue), raw)
+    return raw
+
+
+def test_keys_share_one_hash_tag() -> None:
+    keys = [K.queue("a"), K.inflight("x"), K.heartbeat("x"), K.consumers, K.recoveries,
+            K.dead_letters, K.offsets("w"), K.filelog("f"), K.stats, K.rate(1)]
+    assert all(k.startswith("{loglines}:") for k in keys)
+    assert len(set(keys)) == len(keys)
+
+
+def test_take_moves_to_inflight_and_ack_pushes_atomically(r: redis.Redis) -> None:
+    raw = push(r, "in", [{"service": "s", "logline": "a"}])
+    c = consumer(r)
+    d = c.take()
+    assert d is not None and d.items == [{"service": "s", "logline": "a"}]
+    assert r.llen(K.queue("in")) == 0 and r.lrange(K.inflight("host/w1"), 0, -1) == [raw]
+    assert c.ack(d, Outcome(pushes=[("out1", b"[1]"), ("out2", b"[2]")], count=1))
+    assert r.llen(K.inflight("host/w1")) == 0
+    assert r.lrange(K.queue("out1"), 0, -1) == [b"[1]"] and r.lrange(K.queue("out2"), 0, -1) == [b"[2]"]
+    c.stats.flush(force=True)
+    assert int(r.hget(K.stats, "w1")) == 1
+
+
+def test_single_items_and_batches_are_both_accepted(r: redis.Redis) -> None:
+    r.rpush(K.queue("in"), orjson.dumps({"date": "2024-01-01", "action": "q"}))
+    push(r, "in", [{"a": 1}, {"a": 2}])
+    c = consumer(r)
+    first = c.take()
+    assert first is not None and first.items == [{"date": "2024-01-01", "action": "q"}]
+    c.ack(first, Outcome())
+    second = c.take()
+    assert second is not None and second.items == [{"a": 1}, {"a": 2}]
+
+
+def test_fifo_order_with_rpush_producers(r: redis.Redis) -> None:
+    for n in range(5):
+        push(r, "in", [{"n": n}])
+    c = consumer(r)
+    seen = []
+    for _ in range(5):
+        d = c.take()
+        assert d is not None
+        seen.append(d.items[0]["n"])
+        c.ack(d, Outcome())
+    assert seen == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"{not json", "not JSON"),
+        (b"42", "not an object"),
+        (b"[1, 2]", "not an object"),
+        (b"\x80\x04\x95pickle", "not JSON"),
+        (b'[{"service": "s", "src": "f", "off": -1, "loglines": ["a"]}]', "a run of lines needs"),
+        (b'[{"service": "s", "src": "f", "off": 0, "loglines": ["a", 2]}]', "a run of lines needs"),
+        (b'[{"service": "s", "src": "f", "off": 0, "loglines": "a"}]', "a run of lines needs"),
+        (b'{"service": "s", "src": "f", "off": 1.5, "loglines": []}', "a run of lines needs"),
+    ],
+)
+def test_undecodable_payload_is_dead_lettered_with_reason(r: redis.Redis, payload: bytes, reason: str) -> None:
+    from pipeline.core.worker import undecodable
+
+    r.rpush(K.queue("in"), payload)
+    push(r, "in", [{"ok": 1}])
+    c = consumer(r)
+    d = c.take()
+    assert d is not None and d.items == [] and reason in d.bad[0][1]
+    assert c.ack(d, Outcome(dead=undecodable(c, d)))
+    entry = orjson.loads(r.lindex(K.dead_letters, 0))
+    assert reason in entry["reason"] and entry["queue"] == "in"
+    assert message.dead_letter_payload(entry) == payload
+    nxt = c.take()  # the queue flows on
+    assert nxt is not None and nxt.items == [{"ok": 1}]
+
+
+def test_oversized_payload_is_refused_before_parsing(r: redis.Redis) -> None:
+    small = RedisConfig(embedded=False, url="redis://unused", max_payload_bytes=100, block_timeout=0.1)
+    r.rpush(K.queue("in"), b"[" + b'{"a":1},' * 50 + b'{"a":1}]')
+    c = Consumer(r, small, "in", "host/w1", "w1")
+    c.start()
+    d = c.take()
+    assert d is not None and d.items == [] and "exceeds the cap" in d.bad[0][1]
+
+
+def test_restarted_consumer_finishes_its_own_inflight_batch_first(r: redis.Redis) -> None:
+    raw = push(r, "in", [{"n": 1}])
+    push(r, "in", [{"n": 2}])
+    dead = consumer(r)
+    assert dead.take() is not None  # then the process "dies"
+    again = consumer(r)  # same id: a restart
+    d = again.take()
+    assert d is not None and d.raw == raw and d.recovered == 1
+    assert again.ack(d, Outcome())
+    assert r.hlen(K.recoveries) == 0
+
+
+def test_poison_batch_is_dead_lettered_after_three_recoveries(r: redis.Redis) -> None:
+    push(r, "in", [{"poison": True}])
+    push(r, "in", [{"fine": True}])
+    c = consumer(r)
+    assert c.take() is not None
+    for attempt in (1, 2):
+        c = consumer(r)
+        d = c.take()
+        assert d is not None and d.recovered == attempt
+    c = consumer(r)
+    assert c.take() is None  # third recovery: dead-lettered, not handed out
+    entry = orjson.loads(r.lindex(K.dead_letters, 0))
+    assert "recovered 3 times" in entry["reason"] and orjson.loads(entry["payload"]) == [{"poison": True}]
+    d = c.take()
+    assert d is not None and d.items == [{"fine": True}]
+
+
+def test_ack_refused_after_reaper_took_the_batch(r: redis.Redis) -> None:
+    push(r, "in", [{"n": 1}])
+    slow = consumer(r, "host/slow")
+    d = slow.take()
+    assert d is not None
+    r.delete(K.heartbeat("host/slow"))  # it looked dead for a while
+    assert reap(r, CFG).requeued == 1
+    assert not slow.ack(d, Outcome(pushes=[("out", b"[1]")]))
+    assert r.llen(K.queue("out")) == 0  # no double delivery
+    assert r.llen(K.queue("in")) == 1
+
+
+def test_reaper_leaves_live_consumers_alone_and_requeues_each_orphan_once(r: redis.Redis) -> None:
+    for n in range(3):
+        push(r, "in", [{"n": n}])
+    live, dead1, dead2 = consumer(r, "h/live"), consumer(r, "h/dead1"), consumer(r, "h/dead2")
+    for c in (live, dead1, dead2):
+        assert c.take() is not None
+    r.delete(K.heartbeat("h/dead1"), K.heartbeat("h/dead2"))
+    other = redis.Redis(connection_pool=r.connection_pool)
+    first, second = reap(r, CFG), reap(other, CFG)
+    assert first.requeued + second.requeued == 2
+    assert r.llen(K.inflight("h/live")) == 1
+    assert sorted(orjson.loads(x)[0]["n"] for x in r.lrange(K.queue("in"), 0, -1)) == [1, 2]
+
+
+def test_reaped_batch_goes_to_the_head_of_its_queue(r: redis.Redis) -> None:
+    push(r, "in", [{"n": 0}])
+    push(r, "in", [{"n": 1}])
+    dead = consumer(r, "h/dead")
+    assert dead.take() is not None
+    r.delete(K.heartbeat("h/dead"))
+    reap(r, CFG)
+    assert orjson.loads(r.lindex(K.queue("in"), 0)) == [{"n": 0}]
+
+
+def test_hand_back_returns_batch_to_queue_head(r: redis.Redis) -> None:
+    push(r, "in", [{"n": 0}])
+    push(r, "in", [{"n": 1}])
+    c = consumer(r)
+    assert c.take() is not None
+    assert c.hand_back()
+    assert r.llen(K.inflight("host/w1")) == 0
+    assert orjson.loads(r.lindex(K.queue("in"), 0)) == [{"n": 0}]
+
+
+def test_gathering_several_messages_is_one_unit_of_work(r: redis.Redis) -> None:
+    for n in range(5):
+        push(r, "in", [{"n": n}, {"n": n}])
+    r.rpush(K.queue("in"), b"not json")
+    c = consumer(r)
+    d = c.take(gather_items=7, linger=0.5)
+    assert d is not None and len(d.raws) == 4 and len(d.items) == 8  # stops once 7 are in hand
+    assert r.llen(K.inflight("host/w1")) == 4
+    assert c.ack(d, Outcome(count=8)) and r.llen(K.inflight("host/w1")) == 0
+    d = c.take(gather_items=100, linger=0.2)
+    assert d is not None and len(d.raws) == 2 and len(d.items) == 2 and len(d.bad) == 1
+
+
+def test_gathered_messages_are_handed_back_and_reaped_in_order(r: redis.Redis) -> None:
+    for n in range(4):
+        push(r, "in", [{"n": n}])
+    c = consumer(r, "h/gather")
+    d = c.take(gather_items=3, linger=0.5)
+    assert d is not None and len(d.raws) == 3
+    assert c.hand_back()
+    assert [orjson.loads(x)[0]["n"] for x in r.lrange(K.queue("in"), 0, -1)] == [0, 1, 2, 3]
+    d = c.take(gather_items=3, linger=0.5)
+    assert d is not None
+    r.delete(K.heartbeat("h/gather"))
+    assert reap(r, CFG).requeued == 1
+    assert [orjson.loads(x)[0]["n"] for x in r.lrange(K.queue("in"), 0, -1)] == [0, 1, 2, 3]
+    restarted = consumer(r, "h/gather")
+    assert restarted.take() is not None  # nothing of its own left: a fresh message

@@ -1,0 +1,1 @@
+"""Test helpers: real servers, worker processes, the fault-injection harness."""
