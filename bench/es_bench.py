@@ -15,10 +15,9 @@ from elasticsearch import Elasticsearch
 
 from bench.common import elasticsearch, row
 from bench.genlog import lines
-from pipeline.config.options import EsIndexerOptions
 from pipeline.core.worker import Flags
 from pipeline.plugins import accesslog
-from pipeline.sinks.esindexer import Indexer, document_id
+from pipeline.sinks.esindexer import EsIndexerOptions, Indexer, document_id
 
 BULK = 500
 

@@ -9,9 +9,8 @@ from pathlib import Path
 from bench.common import push_file, row, run_with_redis
 from pipeline import plugin
 from pipeline.config import RedisConfig
-from pipeline.config.options import ParserOptions
 from pipeline.core.queue import Consumer
-from pipeline.transforms.parser import make_processor
+from pipeline.transforms.parser import ParserOptions, make_processor
 
 
 def run_once(client, log: Path, plugin_name: str) -> float:  # type: ignore[no-untyped-def]

@@ -100,14 +100,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def _load_plugins(cfg: Config) -> None:
     """Load every worker's plugin as the worker will: a broken one fails here, naming it."""
-    from pipeline.sinks.tracker import load_tracker_plugin
-    from pipeline.transforms.parser import plugin_for
+    from pipeline import registry
 
-    loaders = {"parser": plugin_for, "tracker": load_tracker_plugin}
     for program in cfg.programs.values():
-        if program.type in loaders:
+        loader = registry.get(program.type).plugin if program.type else None
+        if loader is not None:
             try:
-                loaders[program.type](cfg, program)
+                loader(cfg, program)
             except PluginError as exc:
                 raise PluginError(f"[{program.name}]: {exc}") from None
 
@@ -182,12 +181,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline import registry
     from pipeline.core import logsetup
     from pipeline.core.worker import Flags, install_signal_handlers
-    from pipeline.ops import schedule
-    from pipeline.sinks import esindexer, filelogger, tracker
-    from pipeline.sources import watcher
-    from pipeline.transforms import broker, parser, robots
+    from pipeline.transforms import robots
 
     cfg = _load(args)
     program = cfg.worker(args.name)
@@ -199,10 +196,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         os.environ[robots.OVERRIDE_ENV] = str(robots.override_path(cfg.var_dir))
     flags = Flags()
     install_signal_handlers(flags)
-    runners = {"watcher": watcher.run, "parser": parser.run, "broker": broker.run,
-               "filelogger": filelogger.run, "tracker": tracker.run, "esindexer": esindexer.run,
-               "schedule": schedule.run}
-    return runners[program.type](cfg, program, flags)
+    return registry.get(program.type).run(cfg, program, flags)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

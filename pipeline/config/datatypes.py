@@ -129,3 +129,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def console_port(text: str) -> int:
+    """The port of supervisord's ``port`` forms (the host part is checked by the loader)."""
+    return host_port(text)[1]
+
+
+def redis_url(text: str) -> str:
+    value = text.strip()
+    if not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
+        raise ValueError("expected a redis://, rediss://, unix:// or redis+sentinel:// URL")
+    return value
+
+
+def http_url(text: str) -> str:
+    value = text.strip()
+    if not value.startswith(("http://", "https://")) or len(value) < 10:
+        raise ValueError("expected an http:// or https:// URL")
+    return value

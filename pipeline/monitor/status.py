@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from pipeline import registry
 from pipeline.config import Config, ProgramConfig
 from pipeline.core.keys import Keys
 from pipeline.ops.control import process_states
@@ -68,15 +69,9 @@ def collect(cfg: Config, clients: dict[str, redis.Redis]) -> dict[str, Any]:
     }
 
 
-def program_queues(program: ProgramConfig) -> list[str]:
-    """The queues a program reads from or pushes to."""
-    names: list[str] = []
-    for attr in ("listento", "pushto", "fanout", "other_queue", "success_queue"):
-        value = getattr(program.options, attr, "")
-        for name in (value,) if isinstance(value, str) else value:
-            if name and name not in names:
-                names.append(name)
-    return names
+def program_queues(program: ProgramConfig[Any]) -> list[str]:
+    """The queues a worker reads from or pushes to (none for a plain program)."""
+    return registry.get(program.type).queues(program.options) if program.type else []
 
 
 def configured_queues(cfg: Config, server: str = "redis") -> list[str]:

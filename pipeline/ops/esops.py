@@ -18,8 +18,8 @@ from typing import Any
 from elastic_transport import ConnectionError as EsConnectionError
 from elasticsearch import ApiError, Elasticsearch
 
-from pipeline.config.options import EsIndexerOptions
 from pipeline.errors import ConfigError, LoglinesError
+from pipeline.sinks.esindexer import EsIndexerOptions
 
 MIGRATIONS_INDEX = "loglines-migrations"
 _MIGRATION = re.compile(r"^(\d+)_(\w+)\.py$")

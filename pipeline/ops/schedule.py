@@ -11,18 +11,51 @@ import logging
 import smtplib
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 
 from cronsim import CronSim
 
 from pipeline.config import Config, ProgramConfig
-from pipeline.config.options import ScheduleOptions
+from pipeline.config import datatypes as dt
+from pipeline.config.options import key as option
 from pipeline.core.logsetup import safe
 from pipeline.core.worker import Flags, sleep_unless
 from pipeline.errors import ConfigError
 from pipeline.ops import esops
+from pipeline.registry import Component
 from pipeline.sinks.esindexer import client
+
+
+def _cron(text: str) -> str:
+    """Five cron fields, checked by the cron library (impossible dates such as 31 February too)."""
+    from datetime import datetime
+
+    from cronsim import CronSim, CronSimError
+
+    try:
+        CronSim(text.strip(), datetime(2000, 1, 1))
+    except CronSimError as exc:
+        raise ValueError(f"expected five cron fields (minute hour day month weekday): {exc}") from None
+    return text.strip()
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    task: str = option(dt.choice("snapshot"), "what to run")
+    cron: str = option(_cron, "when, as five cron fields (minute hour day month weekday), local time")
+    repository: str = option(dt.name, "snapshot repository")
+    esindexer: str = option(dt.name, "the esindexer section whose Elasticsearch connection to use", "")
+    location: str = option(str, "register the repository as a filesystem repository here first", "")
+    indices: str = option(str, "indices to snapshot (default: all)", "")
+    smtp_host: str = option(str, "SMTP server for the report (no mail when empty)", "")
+    smtp_port: int = option(dt.port, "SMTP port", 25)
+    smtp_starttls: bool = option(dt.boolean, "use STARTTLS", False)
+    smtp_user: str = option(str, "SMTP user", "")
+    smtp_password: str = option(str, "SMTP password", "")
+    mail_from: str = option(str, "sender of the report", "loglines@localhost")
+    mail_to: tuple[str, ...] = option(dt.string_list, "recipients of the report", ())
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +121,8 @@ def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
         if not flags.stop:
             run_and_report(cfg, program)
     return 0
+
+
+COMPONENT = Component(
+    "schedule", "runs an operations task (Elasticsearch snapshots) on a cron schedule, with a report",
+    ScheduleOptions, run, single_process=True)

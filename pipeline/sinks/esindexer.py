@@ -18,6 +18,7 @@ import gc
 import hashlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,12 +29,36 @@ from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.serializer import OrjsonSerializer
 
 from pipeline.config import Config, ProgramConfig
-from pipeline.config.options import EsIndexerOptions
+from pipeline.config import datatypes as dt
+from pipeline.config.options import key as option
 from pipeline.core import message
 from pipeline.core.backoff import Backoff
 from pipeline.core.logsetup import safe
 from pipeline.core.queue import Consumer, Delivery, Outcome
 from pipeline.core.worker import Flags, HandBack, Handler, run_consumer, sleep_unless
+from pipeline.registry import Component
+
+
+@dataclass(frozen=True)
+class EsIndexerOptions:
+    listento: str = option(dt.name, "queue the records come from")
+    index: str = option(dt.nonempty, "index name; strftime codes use the event's own time", "loglines-%Y.%m.%d")
+    hosts: tuple[str, ...] = option(dt.string_list, "Elasticsearch URLs", ("http://127.0.0.1:9200",))
+    username: str = option(str, "basic-auth user", "")
+    password: str = option(str, "basic-auth password", "")
+    api_key: str = option(str, "API key (instead of username/password)", "")
+    ca_certs: str = option(str, "CA bundle for https", "")
+    verify_certs: bool = option(dt.boolean, "verify the server's certificate", True)
+    pipeline: str = option(str, "ingest pipeline applied to every document", "")
+    batch_docs: int = option(dt.integer(1, 100_000), "documents per bulk request at most", 1000)
+    batch_bytes: int = option(dt.byte_size, "bytes per bulk request at most", 5 * 1024 * 1024)
+    flush_ms: int = option(dt.integer(0, 60_000), "how long small messages are gathered into one bulk", 200)
+    time_field: str = option(dt.nonempty, "record field with the event time (ISO 8601)", "time")
+    id_fields: tuple[str, ...] = option(dt.string_list, "fields hashed into the id of records without a line id", ())
+    request_timeout: float = option(dt.number(1), "seconds per bulk request", 60.0)
+    max_backoff: float = option(dt.number(1), "longest wait between retries, seconds", 60.0)
+    template: str = option(dt.choice("none", "access", "kontext"),
+                        "index template 'loglines es setup' installs for this index", "none")
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +214,8 @@ def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
 
     return run_consumer(cfg, program, opts.listento, make_handler, flags,
                         gather_items=opts.batch_docs, linger=opts.flush_ms / 1000)
+
+
+COMPONENT = Component(
+    "esindexer", "indexes records into Elasticsearch, exactly once", EsIndexerOptions, run,
+    reads=("listento",))

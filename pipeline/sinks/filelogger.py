@@ -13,6 +13,7 @@ import base64
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,13 +21,23 @@ import redis
 from redis.client import Pipeline
 
 from pipeline.config import Config, ProgramConfig
-from pipeline.config.options import FileLoggerOptions
+from pipeline.config import datatypes as dt
+from pipeline.config.options import key as option
 from pipeline.core.backoff import Backoff
 from pipeline.core.keys import Keys
 from pipeline.core.logsetup import safe
 from pipeline.core.message import Item
 from pipeline.core.queue import Consumer, Delivery, Outcome
 from pipeline.core.worker import Flags, HandBack, Handler, run_consumer, sleep_unless
+from pipeline.registry import Component, Section, resolve_paths
+
+
+@dataclass(frozen=True)
+class FileLoggerOptions:
+    listento: str = option(dt.name, "queue the items come from")
+    logfile: str = option(dt.nonempty, "file the items are appended to")
+    format: str = option(dt.choice("raw", "ndjson"), "raw: the log line; ndjson: the whole item", "raw")
+    fsync: bool = option(dt.boolean, "fsync the file before a batch is acknowledged", True)
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +133,13 @@ def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
         return handle
 
     return run_consumer(cfg, program, opts.listento, make_handler, flags)
+
+
+def prepare(values: dict[str, Any], section: Section) -> dict[str, Any]:
+    resolve_paths(values, section, "logfile")
+    return values
+
+
+COMPONENT = Component(
+    "filelogger", "appends items to a file, exactly once", FileLoggerOptions, run,
+    single_process=True, reads=("listento",), original_command="logfromqueue.py", prepare=prepare)

@@ -33,7 +33,8 @@ import orjson
 import requests
 
 from pipeline.config import Config, ProgramConfig
-from pipeline.config.options import TrackerOptions
+from pipeline.config import datatypes as dt
+from pipeline.config.options import key as option
 from pipeline.core import message
 from pipeline.core.backoff import Backoff
 from pipeline.core.logsetup import safe
@@ -43,6 +44,26 @@ from pipeline.errors import PermanentError, PluginError, RetryableError
 from pipeline.ops import dlq
 from pipeline.plugin import Plugin
 from pipeline.plugin import load as load_plugin
+from pipeline.registry import Component
+
+
+@dataclass(frozen=True)
+class TrackerOptions:
+    listento: str = option(dt.name, "queue the events come from (raw lines or parsed records)")
+    plugin: str = option(dt.nonempty, "plugin with get_openurl_params(c, worker_section, pl)")
+    endpoint_url: str = option(dt.http_url, "the tracker's OpenURL endpoint")
+    url_ver: str = option(dt.nonempty, "OpenURL version sent when the plugin gives none", "Z39.88-2004")
+    rfr_id: str = option(str, "referrer id (the repository host) when the plugin gives none", "")
+    success: int = option(dt.integer(100, 599), "HTTP status that means success", 200)
+    timeout: float = option(dt.number(0.1), "seconds to wait for the tracker", 10.0)
+    pauseonfail: float = option(dt.number(0), "seconds to wait at least after a failure", 5.0)
+    ratelimit: float = option(dt.number(0), "seconds between requests, per process", 0.0)
+    success_queue: str = option(dt.name, "queue for events sent", "")
+    other_queue: str = option(dt.name, "queue for events not eligible, with the reason", "")
+    retries: int = option(dt.integer(1, 1000), "attempts before an event waits in the failed list", 5)
+    max_backoff: float = option(dt.number(1), "longest wait between attempts, seconds", 300.0)
+    retry_failed_every: float = option(dt.number(1), "seconds between automatic retries of failed events", 3600.0)
+    sent_ttl: int = option(dt.integer(60), "seconds an event id is remembered as sent", 30 * 86400)
 
 log = logging.getLogger(__name__)
 
@@ -280,3 +301,10 @@ def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
             holder["forwarder"].retry_failed()
 
     return run_consumer(cfg, program, opts.listento, make_handler, flags, tick=tick)
+
+
+COMPONENT = Component(
+    "tracker", "sends COUNTER usage events to an IRUS/PIRUS tracker as OpenURL requests",
+    TrackerOptions, run, reads=("listento",), writes=("success_queue", "other_queue"),
+    plugin=load_tracker_plugin, plugin_options=True, original_command="pirus2.py",
+    aliases={"repository_plugin": "plugin"})

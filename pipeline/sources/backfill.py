@@ -13,10 +13,9 @@ from collections.abc import Sequence
 
 import redis
 
-from pipeline.config.options import WatcherOptions
 from pipeline.core.keys import Keys
 from pipeline.core.worker import Flags
-from pipeline.sources.watcher import Watcher
+from pipeline.sources.watcher import Watcher, WatcherOptions
 
 
 def backfill(

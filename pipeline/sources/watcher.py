@@ -12,12 +12,14 @@ import glob
 import logging
 import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 
 import redis
 
 from pipeline.config import Config, ProgramConfig
-from pipeline.config.options import WatcherOptions
+from pipeline.config import datatypes as dt
+from pipeline.config.options import key as option
 from pipeline.core import failpoint
 from pipeline.core.backoff import Backoff
 from pipeline.core.connection import REDIS_ERRORS, connect, passing
@@ -25,8 +27,26 @@ from pipeline.core.keys import Keys
 from pipeline.core.logsetup import safe
 from pipeline.core.stats import Stats
 from pipeline.core.worker import Flags, sleep_unless
+from pipeline.registry import Component, Section, resolve_paths
 from pipeline.sources.fileid import FileState, file_key, find_by_inode, new_state, same_file
 from pipeline.sources.tailer import Tail
+
+
+@dataclass(frozen=True)
+class WatcherOptions:
+    logfile: tuple[str, ...] = option(dt.string_list, "file(s) to tail; globs allowed, comma-separated")
+    pushto: str = option(dt.name, "queue the lines are pushed to")
+    servicename: str = option(dt.nonempty, "service name put on every line", "")
+    batch_lines: int = option(dt.integer(1, 100_000), "lines per batch at most", 500)
+    batch_ms: int = option(dt.integer(1, 60_000), "milliseconds a batch may wait to fill", 200)
+    max_line_bytes: int = option(dt.byte_size, "longer lines are truncated and flagged", 1024 * 1024)
+    start: str = option(dt.choice("beginning", "end"), "where to start in a file never seen", "beginning")
+    poll_ms: int = option(dt.integer(10, 10_000), "how often files are checked for growth", 100)
+    rescan_ms: int = option(dt.integer(100, 600_000), "how often globs and rotation are checked", 1000)
+    close_after_s: float = option(dt.number(0), "a rotated-away file is closed this long after EOF", 5.0)
+    allowed_roots: tuple[str, ...] = option(
+        dt.string_list, "directories a watched path (after symlinks) must lie in; empty: any", ()
+    )
 
 log = logging.getLogger(__name__)
 
@@ -343,3 +363,16 @@ def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
     rcfg = cfg.redis_for(program)
     watcher = Watcher(program.name, program.options, connect(rcfg), Keys(rcfg.prefix), flags)
     return watcher.run()
+
+
+def prepare(values: dict[str, Any], section: Section) -> dict[str, Any]:
+    values["servicename"] = values["servicename"] or section.name.split("_", 1)[-1]
+    resolve_paths(values, section, "logfile", "allowed_roots")
+    if not values["logfile"]:
+        raise section.error("expected at least one file or glob", "logfile", "")
+    return values
+
+
+COMPONENT = Component(
+    "watcher", "tails log files into a queue, exactly once, following rotation", WatcherOptions, run,
+    single_process=True, writes=("pushto",), original_command="logfilewatcher.py", prepare=prepare)

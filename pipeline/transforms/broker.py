@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pipeline.config import Config, ProgramConfig
-from pipeline.config.options import BrokerOptions
+from pipeline.config import datatypes as dt
+from pipeline.config.options import key as option
 from pipeline.core.queue import Consumer, Delivery, Outcome
 from pipeline.core.worker import Flags, Handler, run_consumer
+from pipeline.registry import Component
+
+
+@dataclass(frozen=True)
+class BrokerOptions:
+    listento: str = option(dt.name, "queue the batches come from")
+    fanout: tuple[str, ...] = option(dt.name_list, "queues every batch is copied to")
 
 
 def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
@@ -21,3 +31,8 @@ def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
         return handle
 
     return run_consumer(cfg, program, opts.listento, make_handler, flags)
+
+
+COMPONENT = Component(
+    "broker", "copies every batch to each queue of fanout, in one transaction", BrokerOptions, run,
+    reads=("listento",), writes=("fanout",), original_command="broker.py")

@@ -13,16 +13,29 @@ import signal
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
 from pipeline.config import Config, ProgramConfig
-from pipeline.config.options import ParserOptions
+from pipeline.config import datatypes as dt
+from pipeline.config.options import key as option
 from pipeline.core import message
 from pipeline.core.queue import Consumer, Delivery, Outcome
 from pipeline.core.worker import Flags, Handler, run_consumer
 from pipeline.plugin import Plugin
 from pipeline.plugin import load as load_plugin
+from pipeline.registry import Component, Section
+
+
+@dataclass(frozen=True)
+class ParserOptions:
+    listento: str = option(dt.name, "queue the raw lines come from")
+    pushto: tuple[str, ...] = option(dt.name_list, "queue(s) each parsed record goes to (fan-out)")
+    plugin: str = option(dt.nonempty, "plugin: built-in short name, plugins/ module or dotted path")
+    other_queue: str = option(dt.name, "queue for items the plugin does not want", "")
+    accept: tuple[str, ...] = option(dt.string_list, "only records with field=value (value|value) go to pushto", ())
+    plugin_timeout_s: float = option(dt.number(0), "per-item time limit for the plugin; 0: none", 0.0)
 
 log = logging.getLogger(__name__)
 
@@ -127,3 +140,16 @@ def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
         return handle
 
     return run_consumer(cfg, program, opts.listento, make_handler, flags)
+
+
+def prepare(values: dict[str, Any], section: Section) -> dict[str, Any]:
+    for rule in values["accept"]:
+        if "=" not in rule:
+            raise section.error("expected field=value or field=value1|value2", "accept", rule)
+    return values
+
+
+COMPONENT = Component(
+    "parser", "runs a plugin on every item and fans the records out", ParserOptions, run,
+    reads=("listento",), writes=("pushto", "other_queue"), plugin=plugin_for, plugin_options=True,
+    aliases={"repository_plugin": "plugin"}, prepare=prepare)

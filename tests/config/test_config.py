@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from pipeline import config
-from pipeline.config.options import FileLoggerOptions, ParserOptions, WatcherOptions
 from pipeline.errors import ConfigError
+from pipeline.sinks.filelogger import FileLoggerOptions
+from pipeline.sources.watcher import WatcherOptions
+from pipeline.transforms.parser import ParserOptions
 
 ORIGINAL = """
 [supervisor]

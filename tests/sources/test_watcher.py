@@ -10,13 +10,12 @@ from pathlib import Path
 
 import redis
 
-from pipeline.config.options import WatcherOptions
 from pipeline.core import message
 from pipeline.core.keys import Keys
 from pipeline.core.worker import Flags
 from pipeline.sources.fileid import FileState
 from pipeline.sources.tailer import Tail
-from pipeline.sources.watcher import Watcher
+from pipeline.sources.watcher import Watcher, WatcherOptions
 
 K = Keys()
 

@@ -10,10 +10,9 @@ import orjson
 import pytest
 
 from pipeline import plugin as plugin_mod
-from pipeline.config.options import ParserOptions
 from pipeline.errors import PluginError
 from pipeline.plugins import accesslog
-from pipeline.transforms.parser import make_processor
+from pipeline.transforms.parser import ParserOptions, make_processor
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data"
 
