@@ -33,8 +33,10 @@ bench: install
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(RSYSLOG_PACKAGES); }
 	$(PY) -m bench.run
 
+## make lint: ruff over everything, mypy (strict) over pipeline/
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf var supervisord.conf workers_available/*.conf workers_enabled/*.conf .pytest_cache

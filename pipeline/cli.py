@@ -17,6 +17,7 @@ from elasticsearch import ApiError
 
 from pipeline import config as config_mod
 from pipeline.config import Config
+from pipeline.core.keys import Keys
 from pipeline.errors import ConfigError, LoglinesError, PluginError
 
 Command = Callable[[argparse.Namespace], int]
@@ -55,7 +56,7 @@ def _load(args: argparse.Namespace, warn: bool = False) -> Config:
     return cfg
 
 
-def _client(cfg: Config, server: str = "redis"):  # type: ignore[no-untyped-def]
+def _client(cfg: Config, server: str = "redis") -> redis.Redis:
     from pipeline.core.connection import connect
 
     if server not in cfg.redis:
@@ -214,7 +215,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     servers = [rc.name for rc in cfg.servers()] if not args.redis else [args.redis]
-    lists = []  # (server, client, keys, list key): entries are numbered across all of them
+    lists: list[DlqList] = []  # entries are numbered across all of them
     for server in servers:
         keys = Keys(cfg.redis[server].prefix) if server in cfg.redis else Keys()
         client = _client(cfg, server)
@@ -230,14 +231,15 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                 number += 1
     elif args.action == "show":
         for index in args.index or [0]:
-            for _, client, _, list_key, local in _locate(dlq, lists, [index]):
-                for entry in dlq.entries(client, list_key, local[0], local[0]):
+            for _, client, _, list_key, local in _locate(lists, [index]):
+                at = (local or [0])[0]
+                for entry in dlq.entries(client, list_key, at, at):
                     print(orjson.dumps(entry, option=orjson.OPT_INDENT_2).decode())
     elif args.action == "replay":
         if not args.all and not args.index:
             raise ConfigError("name the entries to replay (numbers from 'dlq list') or use --all")
         count = 0
-        for _, client, keys, list_key, local in _locate(dlq, lists, None if args.all else args.index):
+        for _, client, keys, list_key, local in _locate(lists, None if args.all else args.index):
             count += dlq.replay(client, keys, list_key, local, args.to)
         print(f"replayed {count} entr{'y' if count == 1 else 'ies'}")
     elif args.action == "purge":
@@ -247,9 +249,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
-def _locate(dlq, lists, indexes):  # type: ignore[no-untyped-def]
+DlqList = tuple[str, "redis.Redis", "Keys", str]  # server, client, keys, list key
+
+
+def _locate(lists: list[DlqList], indexes: list[int] | None
+            ) -> list[tuple[str, redis.Redis, Keys, str, list[int] | None]]:
     """Global entry numbers -> (server, client, keys, list key, local numbers or None for all)."""
-    out = []
+    out: list[tuple[str, redis.Redis, Keys, str, list[int] | None]] = []
     start = 0
     for server, client, keys, list_key in lists:
         length = int(client.llen(list_key))

@@ -59,7 +59,12 @@ class DeliveryError(LoglinesError):
 
 
 class RetryableError(DeliveryError):
-    """Delivery failed for a reason that may pass: retry with backoff."""
+    """Delivery failed for a reason that may pass: retry with backoff, waiting at least
+    ``retry_after`` seconds when the other side said so."""
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class PermanentError(DeliveryError):

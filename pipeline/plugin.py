@@ -73,7 +73,8 @@ def load(spec: str, plugin_dirs: Sequence[Path] = (), options: Mapping[str, str]
         parseline = module.parseline
 
         def parse(item: dict[str, Any]) -> Mapping[str, Any] | None:
-            return parseline(orjson.dumps(item).decode("utf-8"))
+            record: Mapping[str, Any] | None = parseline(orjson.dumps(item).decode("utf-8"))
+            return record
     elif hasattr(module, "get_openurl_params"):
         parse = _passthrough
     else:

@@ -10,6 +10,7 @@ module with a ``COMPONENT`` and one line in :data:`BUILTIN`.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ Runner = Callable[["Config", "ProgramConfig[Any]", "Flags"], int]
 class Component:
     type: str  # the value of ``type =``
     doc: str  # one line: what it does
-    options: type  # frozen dataclass of its keys, declared with config.options.key()
+    options: builtins.type[Any]  # frozen dataclass of its keys, declared with config.options.key()
     run: Runner  # runs the worker until a stop is requested; the exit status
     single_process: bool = False  # keeps per-process state: numprocs must be 1
     reads: tuple[str, ...] = ()  # option keys naming the queues it consumes

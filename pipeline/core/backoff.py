@@ -17,7 +17,7 @@ class Backoff:
         """The next wait: random in [ceiling/2, ceiling], ceiling doubling up to ``cap``."""
         ceiling = min(self.cap, self.base * (2**self.attempt))
         self.attempt = min(self.attempt + 1, 62)
-        return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        return float(ceiling / 2 + self._rng.uniform(0, ceiling / 2))
 
     def reset(self) -> None:
         self.attempt = 0

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import redis
 
@@ -97,7 +98,7 @@ def undecodable(consumer: Consumer, delivery: Delivery) -> list[bytes]:
 
 def run_consumer(
     cfg: Config,
-    program: ProgramConfig,
+    program: ProgramConfig[Any],
     queue: str,
     make_handler: Callable[[Consumer, Flags], Handler],
     flags: Flags | None = None,

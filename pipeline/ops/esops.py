@@ -111,7 +111,7 @@ def migrate(es: Elasticsearch, folder: Path) -> list[str]:
     todo = migrations(folder)
     es.options(ignore_status=400).indices.create(
         index=MIGRATIONS_INDEX, mappings={"properties": {"name": _KEYWORD, "applied": {"type": "date"}}})
-    applied = {hit["_id"] for hit in es.search(index=MIGRATIONS_INDEX, size=10_000, _source=False)["hits"]["hits"]}
+    applied = {hit["_id"] for hit in es.search(index=MIGRATIONS_INDEX, size=10_000, source=False)["hits"]["hits"]}
     done = []
     for migration in todo:
         if str(migration.number) in applied:

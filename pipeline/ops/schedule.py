@@ -60,7 +60,7 @@ class ScheduleOptions:
 log = logging.getLogger(__name__)
 
 
-def run_task(cfg: Config, program: ProgramConfig) -> tuple[bool, str]:
+def run_task(cfg: Config, program: ProgramConfig[ScheduleOptions]) -> tuple[bool, str]:
     """Run the task once: (succeeded, report text)."""
     opts: ScheduleOptions = program.options
     indexers = {n: p.options for n, p in cfg.programs.items() if p.type == "esindexer"}
@@ -98,7 +98,7 @@ def send_report(opts: ScheduleOptions, subject: str, body: str) -> None:
         smtp.send_message(mail)
 
 
-def run_and_report(cfg: Config, program: ProgramConfig) -> bool:
+def run_and_report(cfg: Config, program: ProgramConfig[ScheduleOptions]) -> bool:
     ok, report = run_task(cfg, program)
     (log.info if ok else log.error)("%s: %s", program.name, safe(report.splitlines()[0], 1000))
     try:
@@ -113,7 +113,7 @@ def next_run(cron: str, after: datetime) -> datetime:
     return next(CronSim(cron, after.replace(second=0, microsecond=0)))
 
 
-def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+def run(cfg: Config, program: ProgramConfig[ScheduleOptions], flags: Flags) -> int:
     while not flags.stop:
         due = next_run(program.options.cron, datetime.now())
         log.info("%s: next run at %s", program.name, due.isoformat(timespec="minutes"))

@@ -156,7 +156,9 @@ class Indexer:
         while pending:
             retry: list[tuple[dict[str, Any], bytes]] = []
             try:
-                response = self.es.bulk(operations=b"".join(op for _, op in pending),
+                # a bytes body (the NDJSON made once above) is sent as it is; the client's
+                # annotation only names the list-of-dicts form
+                response = self.es.bulk(operations=b"".join(op for _, op in pending),  # type: ignore[arg-type]
                                         filter_path="errors,items.*.status,items.*.error")
                 results = response.get("items") or [] if response.get("errors") else None
             except (EsConnectionError, ConnectionTimeout) as exc:
@@ -199,7 +201,7 @@ class Indexer:
         return dead
 
 
-def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+def run(cfg: Config, program: ProgramConfig[EsIndexerOptions], flags: Flags) -> int:
     opts: EsIndexerOptions = program.options
 
     def make_handler(consumer: Consumer, flags: Flags) -> Handler:

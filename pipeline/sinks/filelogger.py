@@ -102,7 +102,7 @@ class FileLog:
         pipe.hset(self.state_key, self.path, orjson.dumps(state))
 
 
-def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+def run(cfg: Config, program: ProgramConfig[FileLoggerOptions], flags: Flags) -> int:
     opts: FileLoggerOptions = program.options
 
     def make_handler(consumer: Consumer, flags: Flags) -> Handler:

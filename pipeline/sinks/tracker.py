@@ -112,9 +112,7 @@ class Tracker:
             return
         detail = f"HTTP {response.status_code}: {response.text[:500]}"
         if response.status_code in RETRYABLE:
-            error = RetryableError(detail)
-            error.retry_after = retry_after(response.headers.get("Retry-After"))  # type: ignore[attr-defined]
-            raise error
+            raise RetryableError(detail, retry_after(response.headers.get("Retry-After")))
         raise PermanentError(detail)
 
 
@@ -140,11 +138,13 @@ def event_id(item: Mapping[str, Any], params: Mapping[str, str]) -> str:
 
 
 class Forwarder:
-    def __init__(self, cfg: Config, program: ProgramConfig, consumer: Consumer, flags: Flags) -> None:
+    def __init__(self, cfg: Config, program: ProgramConfig[TrackerOptions], consumer: Consumer, flags: Flags) -> None:
         self.opts: TrackerOptions = program.options
         self.section, self.consumer, self.flags = program.name, consumer, flags
         self.parser = cfg.raw_parser()
         self.plugin = load_tracker_plugin(cfg, program)
+        assert self.plugin.get_openurl_params is not None  # checked by load_tracker_plugin
+        self.get_openurl_params = self.plugin.get_openurl_params
         self.tracker = Tracker(self.opts)
         self.keys = consumer.keys
         self.next_retry = time.monotonic() + self.opts.retry_failed_every
@@ -169,7 +169,7 @@ class Forwarder:
         for key in ("service", "src", "off"):
             if key in item and key not in record:
                 record[key] = item[key]
-        params = self.plugin.get_openurl_params(self.parser, self.section, record)  # type: ignore[misc]
+        params = self.get_openurl_params(self.parser, self.section, record)
         if not params:
             record.setdefault("excluded", "not eligible for the tracker")
             return ("other", record)
@@ -191,8 +191,8 @@ class Forwarder:
             except RetryableError as exc:
                 if attempt == self.opts.retries:
                     return f"tracker unavailable after {attempt} attempts: {exc}"
-                wait = max(self.opts.pauseonfail, backoff.next_delay(), getattr(exc, "retry_after", 0.0))
-                wait = min(wait, max(self.opts.max_backoff, getattr(exc, "retry_after", 0.0)))
+                wait = max(self.opts.pauseonfail, backoff.next_delay(), exc.retry_after)
+                wait = min(wait, max(self.opts.max_backoff, exc.retry_after))
                 log.warning("%s: tracker failed (%s); attempt %d of %d, next in %.1fs", self.section,
                             safe(exc), attempt, self.opts.retries, wait)
                 sleep_unless(self.flags, wait)
@@ -274,7 +274,7 @@ class Forwarder:
             log.info("%s: %d failed event(s) queued again for another try", self.section, moved)
 
 
-def load_tracker_plugin(cfg: Config, program: ProgramConfig) -> Plugin:
+def load_tracker_plugin(cfg: Config, program: ProgramConfig[TrackerOptions]) -> Plugin:
     plugin = load_plugin(program.options.plugin, cfg.plugin_dirs, cfg.plugin_options(program.name))
     if plugin.get_openurl_params is None:
         raise PluginError(f"plugin {plugin.name!r} has no get_openurl_params(c, worker_section, pl): "
@@ -288,7 +288,7 @@ def load_tracker_plugin(cfg: Config, program: ProgramConfig) -> Plugin:
     return plugin
 
 
-def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+def run(cfg: Config, program: ProgramConfig[TrackerOptions], flags: Flags) -> int:
     opts: TrackerOptions = program.options
     holder: dict[str, Forwarder] = {}
 

@@ -42,7 +42,7 @@ class Tail:
         self.pos = state.offset  # bytes of the file read so far
         self.origin = state  # where this process started reading it
         self.buf = b""  # read bytes after the last complete line
-        self.skip: list[object] | None = None  # [start, head, length] of an over-long line
+        self.skip: tuple[int, bytes, int] | None = None  # (start, head, length) of an over-long line
         self.pieces: list[Run | Odd] = []  # pending lines (read, not committed), in file order
         self.pending = 0  # how many lines the pieces hold
         self.orphan_since: float | None = None  # when the path stopped pointing here
@@ -77,11 +77,11 @@ class Tail:
         self.pos += got
         if self.skip is not None:
             newline = data.find(b"\n")
-            if newline < 0:
-                self.skip[2] = int(self.skip[2]) + got  # type: ignore[call-overload]
-                return got
             start, head, length = self.skip
-            self._append(bytes(head), int(start), int(length) + newline)  # type: ignore[call-overload]
+            if newline < 0:
+                self.skip = (start, head, length + got)
+                return got
+            self._append(head, start, length + newline)
             self.skip = None
             base += newline + 1
             data = data[newline + 1:]
@@ -96,7 +96,7 @@ class Tail:
                 lines[0] = held + lines[0]
             self._split(lines, base - len(held), data, rest, last)
         if len(self.buf) > self.max_line:
-            self.skip = [self.pos - len(self.buf), self.buf[: self.max_line], len(self.buf)]
+            self.skip = (self.pos - len(self.buf), self.buf[: self.max_line], len(self.buf))
             self.buf = b""
         return got  # all of it, even when it only finished an over-long line
 
@@ -104,7 +104,7 @@ class Tail:
         """Emit a final line that never got its newline (the file was rotated away)."""
         if self.skip is not None:
             start, head, length = self.skip
-            self._append(bytes(head), int(start), int(length), partial=True)  # type: ignore[call-overload]
+            self._append(head, start, length, partial=True)
             self.skip = None
         elif self.buf:
             self._append(self.buf, self.pos - len(self.buf), 0, partial=True)
@@ -165,8 +165,8 @@ class Tail:
             if n <= 0:
                 break
             if len(piece) == 3:  # an odd line's item
-                elements.append(piece[1])  # type: ignore[arg-type]
-                end = piece[2]  # type: ignore[misc]
+                elements.append(piece[1])
+                end = piece[2]
                 n -= 1
                 room -= 1
             else:
@@ -207,11 +207,13 @@ class Tail:
         i = 0
         while n > 0:
             piece = pieces[i]
-            size = 1 if len(piece) == 3 else len(piece[1])  # type: ignore[arg-type]
-            if n < size:
-                pieces[i] = (end, piece[1][n:])  # type: ignore[index]
+            if len(piece) == 3:
+                n -= 1
+            elif n < len(piece[1]):
+                pieces[i] = (end, piece[1][n:])
                 break
-            n -= size
+            else:
+                n -= len(piece[1])
             i += 1
         del pieces[:i]
 

@@ -359,7 +359,7 @@ class Watcher:
         return 0
 
 
-def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+def run(cfg: Config, program: ProgramConfig[WatcherOptions], flags: Flags) -> int:
     rcfg = cfg.redis_for(program)
     watcher = Watcher(program.name, program.options, connect(rcfg), Keys(rcfg.prefix), flags)
     return watcher.run()

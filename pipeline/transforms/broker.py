@@ -18,7 +18,7 @@ class BrokerOptions:
     fanout: tuple[str, ...] = option(dt.name_list, "queues every batch is copied to")
 
 
-def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+def run(cfg: Config, program: ProgramConfig[BrokerOptions], flags: Flags) -> int:
     opts: BrokerOptions = program.options
 
     def make_handler(consumer: Consumer, _flags: Flags) -> Handler:

@@ -46,7 +46,7 @@ class PluginTimeout(Exception):
     pass
 
 
-def plugin_for(cfg: Config, program: ProgramConfig) -> Plugin:
+def plugin_for(cfg: Config, program: ProgramConfig[ParserOptions]) -> Plugin:
     opts: ParserOptions = program.options
     return load_plugin(opts.plugin, cfg.plugin_dirs, cfg.plugin_options(program.name))
 
@@ -126,7 +126,7 @@ def make_processor(
     return process
 
 
-def run(cfg: Config, program: ProgramConfig, flags: Flags) -> int:
+def run(cfg: Config, program: ProgramConfig[ParserOptions], flags: Flags) -> int:
     opts: ParserOptions = program.options
     plugin = plugin_for(cfg, program)
 
