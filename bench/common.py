@@ -45,7 +45,7 @@ def median_of(runs: int, measure: Callable[[], float]) -> tuple[float, float, fl
 def push_file(client, log: Path, batch_lines: int = 500) -> int:  # type: ignore[no-untyped-def]
     """Run the watcher's code over the whole file into the queue ``raw``; lines pushed."""
     from pipeline.core.keys import Keys
-    from pipeline.core.worker import Flags
+    from pipeline.core.lifecycle import Flags
     from pipeline.sources.watcher import Watcher, WatcherOptions
 
     opts = WatcherOptions(logfile=(str(log),), pushto="raw", servicename="bench", batch_lines=batch_lines)

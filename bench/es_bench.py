@@ -15,7 +15,7 @@ from elasticsearch import Elasticsearch
 
 from bench.common import elasticsearch, row
 from bench.genlog import lines
-from pipeline.core.worker import Flags
+from pipeline.core.lifecycle import Flags
 from pipeline.plugins import accesslog
 from pipeline.sinks.esindexer import EsIndexerOptions, Indexer, document_id
 

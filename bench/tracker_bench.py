@@ -13,8 +13,8 @@ from bench.common import median_of, private_redis, row
 from bench.genlog import lines
 from pipeline import config
 from pipeline.core.keys import Keys
+from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer
-from pipeline.core.worker import Flags
 from pipeline.sinks.tracker import Forwarder
 from tests.support.tracker_server import TrackerServer
 

@@ -184,7 +184,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from pipeline import registry
     from pipeline.core import logsetup
-    from pipeline.core.worker import Flags, install_signal_handlers
+    from pipeline.core.lifecycle import Flags, install_signal_handlers
     from pipeline.transforms import robots
 
     cfg = _load(args)
@@ -271,7 +271,7 @@ def _locate(lists: list[DlqList], indexes: list[int] | None
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from pipeline.core.keys import Keys
-    from pipeline.core.worker import Flags, install_signal_handlers
+    from pipeline.core.lifecycle import Flags, install_signal_handlers
     from pipeline.sources.backfill import backfill
 
     cfg = _load(args)

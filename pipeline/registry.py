@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pipeline.config.model import Config, ProgramConfig
-    from pipeline.core.worker import Flags
+    from pipeline.core.lifecycle import Flags
 
 #: The modules of the built-in worker types, in the order their types are listed in docs.
 BUILTIN = (

@@ -10,56 +10,28 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 import redis
 
 from pipeline.config import Config, ProgramConfig
 from pipeline.core import failpoint, message
-from pipeline.core.backoff import Backoff
 from pipeline.core.connection import REDIS_ERRORS, connect, passing
+from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer, Delivery, Outcome
 from pipeline.core.reaper import reap
+from pipeline.core.retry import HandBack, Outage
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Flags:
-    stop: bool = False
-    reopen: bool = False
-
-
-def install_signal_handlers(flags: Flags) -> None:
-    """Handlers only set a flag; the loop does the rest."""
-
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        flags.stop = True
-
-    def on_hup(signum: int, frame: FrameType | None) -> None:
-        flags.reopen = True
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, on_hup)
 
 
 def consumer_id(name: str) -> str:
     """Stable across restarts, distinct across hosts and supervisord process numbers."""
     return f"{socket.gethostname()}/{os.environ.get('SUPERVISOR_PROCESS_NAME') or name}"
-
-
-def sleep_unless(flags: Flags, seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not flags.stop and (left := deadline - time.monotonic()) > 0:
-        time.sleep(min(left, 0.1))
 
 
 class Heartbeat(threading.Thread):
@@ -79,10 +51,6 @@ class Heartbeat(threading.Thread):
 
 
 Handler = Callable[[Delivery], Outcome]
-
-
-class HandBack(Exception):
-    """Raised by a handler that cannot finish before a stop: the batch goes back to its queue."""
 
 
 def undecodable(consumer: Consumer, delivery: Delivery) -> list[bytes]:
@@ -113,7 +81,7 @@ def run_consumer(
     consumer = Consumer(client, rcfg, queue, consumer_id(program.name), program.name)
     handler = make_handler(consumer, flags)
     heartbeat = Heartbeat(consumer, rcfg.heartbeat_ttl)
-    backoff = Backoff()
+    outage = Outage(consumer.id, flags)
     started = False
     next_reap = 0.0
     log.info("%s: consuming %s", consumer.id, queue)
@@ -145,14 +113,10 @@ def run_consumer(
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + rcfg.heartbeat_ttl / 2
                     reap(client, rcfg, me=consumer.id)
-                backoff.reset()
+                outage.over()
             except REDIS_ERRORS as exc:
-                if not passing(exc):
-                    raise
-                delay = backoff.next_delay()
-                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", consumer.id, exc, delay)
                 consumer.after_connection_error()
-                sleep_unless(flags, delay)
+                outage.wait(exc)
         if started:
             consumer.stats.flush(force=True)
             consumer.stop()

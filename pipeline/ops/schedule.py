@@ -20,8 +20,8 @@ from cronsim import CronSim
 from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
+from pipeline.core.lifecycle import Flags, sleep_unless
 from pipeline.core.logsetup import safe
-from pipeline.core.worker import Flags, sleep_unless
 from pipeline.errors import ConfigError
 from pipeline.ops import esops
 from pipeline.registry import Component

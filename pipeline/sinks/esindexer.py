@@ -32,10 +32,10 @@ from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
 from pipeline.core import message
-from pipeline.core.backoff import Backoff
-from pipeline.core.logsetup import safe
+from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer, Delivery, Outcome
-from pipeline.core.worker import Flags, HandBack, Handler, run_consumer, sleep_unless
+from pipeline.core.retry import Retry
+from pipeline.core.worker import Handler, run_consumer
 from pipeline.registry import Component
 
 
@@ -152,7 +152,7 @@ class Indexer:
 
     def _bulk_until_done(self, pending: list[tuple[dict[str, Any], bytes]], worker: str, queue: str) -> list[bytes]:
         dead: list[bytes] = []
-        backoff = Backoff(base=0.5, cap=self.opts.max_backoff)
+        retrying = Retry(self.name, self.flags, base=0.5, cap=self.opts.max_backoff)
         while pending:
             retry: list[tuple[dict[str, Any], bytes]] = []
             try:
@@ -189,12 +189,7 @@ class Indexer:
                 # hold the bulk body; an idle worker allocates too little to trigger the
                 # collector, so each retry would keep one more body alive: collect now
                 gc.collect()
-                delay = backoff.next_delay()
-                log.warning("%s: %s; retrying %d document(s) in %.1fs", self.name, safe(reason),
-                            len(retry), delay)
-                sleep_unless(self.flags, delay)
-                if self.flags.stop:
-                    raise HandBack()
+                retrying.failed(f"{reason}; retrying {len(retry)} document(s)")
             pending = retry
         if dead:
             log.warning("%s: %d document(s) dead-lettered", self.name, len(dead))

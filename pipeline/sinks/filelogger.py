@@ -23,12 +23,13 @@ from redis.client import Pipeline
 from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
-from pipeline.core.backoff import Backoff
 from pipeline.core.keys import Keys
+from pipeline.core.lifecycle import Flags
 from pipeline.core.logsetup import safe
 from pipeline.core.message import Item
 from pipeline.core.queue import Consumer, Delivery, Outcome
-from pipeline.core.worker import Flags, HandBack, Handler, run_consumer, sleep_unless
+from pipeline.core.retry import Retry
+from pipeline.core.worker import Handler, run_consumer
 from pipeline.registry import Component, Section, resolve_paths
 
 
@@ -107,7 +108,7 @@ def run(cfg: Config, program: ProgramConfig[FileLoggerOptions], flags: Flags) ->
 
     def make_handler(consumer: Consumer, flags: Flags) -> Handler:
         filelog = FileLog(program.name, opts, consumer.client, consumer.keys)
-        backoff = Backoff(base=0.5, cap=30.0)
+        retry = Retry(program.name, flags, base=0.5, cap=30.0)
 
         def handle(delivery: Delivery) -> Outcome:
             if flags.reopen:
@@ -121,13 +122,8 @@ def run(cfg: Config, program: ProgramConfig[FileLoggerOptions], flags: Flags) ->
                     state = filelog.write(data)
                     break
                 except OSError as exc:
-                    delay = backoff.next_delay()
-                    log.error("%s: cannot write %s (%s); retrying in %.1fs", program.name,
-                              safe(opts.logfile), exc, delay)
-                    sleep_unless(flags, delay)
-                    if flags.stop:
-                        raise HandBack() from exc
-            backoff.reset()
+                    retry.failed(f"cannot write {opts.logfile}: {exc}")
+            retry.succeeded()
             return Outcome(count=len(delivery.items or ()), extra=lambda p: filelog.save(p, state))
 
         return handle

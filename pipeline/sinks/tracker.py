@@ -36,10 +36,10 @@ from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
 from pipeline.core import message
-from pipeline.core.backoff import Backoff
-from pipeline.core.logsetup import safe
+from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer, Delivery, Outcome
-from pipeline.core.worker import Flags, HandBack, Handler, run_consumer, sleep_unless
+from pipeline.core.retry import HandBack, Retry
+from pipeline.core.worker import Handler, run_consumer
 from pipeline.errors import PermanentError, PluginError, RetryableError
 from pipeline.ops import dlq
 from pipeline.plugin import Plugin
@@ -181,7 +181,8 @@ class Forwarder:
 
     def deliver(self, event: Event) -> str | None:
         """Send until accepted; None when sent, else the reason it is parked."""
-        backoff = Backoff(base=1.0, cap=self.opts.max_backoff)
+        retry = Retry(self.section, self.flags, base=1.0, cap=self.opts.max_backoff,
+                      floor=self.opts.pauseonfail)
         for attempt in range(1, self.opts.retries + 1):
             try:
                 self.tracker.send(event.params)
@@ -191,13 +192,8 @@ class Forwarder:
             except RetryableError as exc:
                 if attempt == self.opts.retries:
                     return f"tracker unavailable after {attempt} attempts: {exc}"
-                wait = max(self.opts.pauseonfail, backoff.next_delay(), exc.retry_after)
-                wait = min(wait, max(self.opts.max_backoff, exc.retry_after))
-                log.warning("%s: tracker failed (%s); attempt %d of %d, next in %.1fs", self.section,
-                            safe(exc), attempt, self.opts.retries, wait)
-                sleep_unless(self.flags, wait)
-                if self.flags.stop:
-                    raise HandBack() from exc
+                retry.failed(f"tracker failed ({exc}); attempt {attempt} of {self.opts.retries}",
+                             at_least=exc.retry_after)
         return "unreachable"
 
     def handle(self, delivery: Delivery) -> Outcome:

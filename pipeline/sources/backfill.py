@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import redis
 
 from pipeline.core.keys import Keys
-from pipeline.core.worker import Flags
+from pipeline.core.lifecycle import Flags
 from pipeline.sources.watcher import Watcher, WatcherOptions
 
 

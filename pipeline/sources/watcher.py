@@ -21,12 +21,12 @@ from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
 from pipeline.core import failpoint
-from pipeline.core.backoff import Backoff
-from pipeline.core.connection import REDIS_ERRORS, connect, passing
+from pipeline.core.connection import REDIS_ERRORS, connect
 from pipeline.core.keys import Keys
+from pipeline.core.lifecycle import Flags
 from pipeline.core.logsetup import safe
+from pipeline.core.retry import Outage
 from pipeline.core.stats import Stats
-from pipeline.core.worker import Flags, sleep_unless
 from pipeline.registry import Component, Section, resolve_paths
 from pipeline.sources.fileid import FileState, file_key, find_by_inode, new_state, same_file
 from pipeline.sources.tailer import Tail
@@ -315,7 +315,7 @@ class Watcher:
             log.info("%s: finished rotated file %s at offset %d", self.name, safe(tail.path), tail.pos)
 
     def run(self) -> int:
-        backoff = Backoff()
+        outage = Outage(self.name, self.flags)
         loaded = False
         next_scan = 0.0
         resync = False
@@ -337,22 +337,21 @@ class Watcher:
                     self.rescan()
                     self.close_finished()
                     next_scan = time.monotonic() + self.opts.rescan_ms / 1000
-                backoff.reset()
+                outage.over()
                 if not got:
                     time.sleep(self.opts.poll_ms / 1000)
             except REDIS_ERRORS as exc:
-                if not passing(exc):
-                    raise
                 resync = True
-                delay = backoff.next_delay()
-                log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.name, safe(exc), delay)
-                sleep_unless(self.flags, delay)
+                outage.wait(exc)
         try:
-            self.flush_due(force=True)
+            if loaded:
+                if resync:  # what Redis holds decides, on the way out too
+                    self.resync()
+                self.flush_due(force=True)
             self.stats.flush(force=True)
         except REDIS_ERRORS as exc:
             log.warning("%s: could not push the last lines before stopping (%s); they will be "
-                        "read again at start", self.name, exc)
+                        "read again at start", self.name, safe(exc))
         for tail in self.tails.values():
             tail.close()
         log.info("%s: stopped after pushing %d lines", self.name, self.lines_pushed)

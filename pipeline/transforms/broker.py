@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
+from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer, Delivery, Outcome
-from pipeline.core.worker import Flags, Handler, run_consumer
+from pipeline.core.worker import Handler, run_consumer
 from pipeline.registry import Component
 
 

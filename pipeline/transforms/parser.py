@@ -21,8 +21,9 @@ from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
 from pipeline.core import message
+from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer, Delivery, Outcome
-from pipeline.core.worker import Flags, Handler, run_consumer
+from pipeline.core.worker import Handler, run_consumer
 from pipeline.plugin import Plugin
 from pipeline.plugin import load as load_plugin
 from pipeline.registry import Component, Section

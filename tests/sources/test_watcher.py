@@ -12,7 +12,7 @@ import redis
 
 from pipeline.core import message
 from pipeline.core.keys import Keys
-from pipeline.core.worker import Flags
+from pipeline.core.lifecycle import Flags
 from pipeline.sources.fileid import FileState
 from pipeline.sources.tailer import Tail
 from pipeline.sources.watcher import Watcher, WatcherOptions
