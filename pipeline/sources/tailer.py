@@ -17,9 +17,11 @@ no per-line Python call.
 from __future__ import annotations
 
 import base64
+import bisect
 import codecs
 import os
 import time
+from itertools import accumulate
 
 import orjson
 
@@ -57,6 +59,12 @@ class Tail:
     @property
     def key(self) -> str:
         return self.state.key
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of the file read into complete lines and not committed yet."""
+        held = len(self.buf) if self.skip is None else self.pos - self.skip[0]
+        return self.pos - held - self.state.offset
 
     def rewind(self, state: FileState) -> None:
         """Read again from ``state.offset``, forgetting the lines pending in memory (the file
@@ -155,40 +163,56 @@ class Tail:
         self.pieces.append((offset, orjson.dumps(item), end))
         self.pending += 1
 
-    def messages(self, n: int, size: int) -> tuple[list[bytes], int]:
-        """The first ``n`` pending lines as JSON messages of at most ``size`` lines each, and
-        the offset just past them."""
+    def messages(self, n: int, size: int, max_bytes: int = 1 << 62) -> tuple[list[bytes], int]:
+        """The first ``n`` pending lines as JSON messages of at most ``size`` lines and about
+        ``max_bytes`` bytes each (a single longer line makes a message of its own; quotes and
+        backslashes may double a plain line's bytes), and the offset just past them."""
         out: list[bytes] = []
         elements: list[bytes] = []
-        room, end = size, self.state.offset
+        room, end, byte_room = size, self.state.offset, max_bytes
+
+        def close() -> None:
+            nonlocal elements, room, byte_room
+            out.append(b"[" + b",".join(elements) + b"]")
+            elements, room, byte_room = [], size, max_bytes
+
         for piece in self.pieces:
             if n <= 0:
                 break
             if len(piece) == 3:  # an odd line's item
+                if elements and len(piece[1]) > byte_room:
+                    close()
                 elements.append(piece[1])
                 end = piece[2]
                 n -= 1
                 room -= 1
-            else:
-                end, lines = piece[0], piece[1]
-                done = 0
-                while n > 0 and done < len(lines):
-                    take = min(room, n, len(lines) - done)
-                    segment = b"\n".join(lines[done:done + take])
-                    elements.append(self._run(end, segment))
-                    end += len(segment) + 1
-                    done += take
-                    n -= take
-                    room -= take
-                    if room == 0:
-                        out.append(b"[" + b",".join(elements) + b"]")
-                        elements, room = [], size
+                byte_room -= len(piece[1]) + 1
+                if room == 0 or byte_room <= 0:
+                    close()
                 continue
-            if room == 0:
-                out.append(b"[" + b",".join(elements) + b"]")
-                elements, room = [], size
+            end, lines = piece[0], piece[1]
+            done = 0
+            while n > 0 and done < len(lines):
+                take = min(room, n, len(lines) - done)
+                if sum(map(len, lines[done:done + take])) + 3 * take > byte_room:
+                    fits = bisect.bisect_right(
+                        list(accumulate(len(line) + 3 for line in lines[done:done + take])), byte_room)
+                    if fits == 0 and elements:
+                        close()
+                        continue
+                    take = max(fits, 1)
+                segment = b"\n".join(lines[done:done + take])
+                element = self._run(end, segment)
+                elements.append(element)
+                end += len(segment) + 1
+                done += take
+                n -= take
+                room -= take
+                byte_room -= len(element) + 1
+                if room == 0 or byte_room <= 0:
+                    close()
         if elements:
-            out.append(b"[" + b",".join(elements) + b"]")
+            close()
         return out, end
 
     def _run(self, offset: int, segment: bytes) -> bytes:

@@ -40,6 +40,8 @@ class WatcherOptions:
     batch_lines: int = option(dt.integer(1, 100_000), "lines per batch at most", 500)
     batch_ms: int = option(dt.integer(1, 60_000), "milliseconds a batch may wait to fill", 200)
     max_line_bytes: int = option(dt.byte_size, "longer lines are truncated and flagged", 1024 * 1024)
+    batch_bytes: int = option(dt.byte_size, "bytes per message at most (a longer line goes alone)",
+                              512 * 1024)
     start: str = option(dt.choice("beginning", "end"), "where to start in a file never seen", "beginning")
     poll_ms: int = option(dt.integer(10, 10_000), "how often files are checked for growth", 100)
     rescan_ms: int = option(dt.integer(100, 600_000), "how often globs and rotation are checked", 1000)
@@ -70,7 +72,6 @@ class Watcher:
         self.tails: dict[str, Tail] = {}
         self.saved: dict[str, FileState] = {}
         self.first_pending_at: float | None = None
-        self.uncertain = False  # a commit's reply was lost: check before pushing again
         self.rescan_needed = False
         self.stats = Stats(client, keys, name)
         self.lines_pushed = 0
@@ -159,6 +160,7 @@ class Watcher:
                         self.name, safe(tail.path), size, tail.pos)
             self._commit_pending(tail)
             tail.rewind(new_state(tail.path, tail.fd, 0))
+            self.client.hset(self.offsets_key, tail.key, tail.state.dumps())
 
     def _resume_rotated_while_stopped(self, found: dict[str, str]) -> None:
         for key, state in list(self.saved.items()):
@@ -184,14 +186,20 @@ class Watcher:
             del self.saved[key]
 
     def resync(self) -> None:
-        """After an outage, believe Redis over memory. If it came back without writes it had
-        acknowledged (restarted from an older append-only file or snapshot, a failover to a
-        lagging replica), those lines left the queue with the offsets: read them again. If a
-        commit went through but its reply was lost, its lines are in the queue: go on after
-        them (the lines read meanwhile are read again, so the next commit cannot repeat it)."""
+        """Believe Redis over memory. If it came back without writes it had acknowledged
+        (restarted from an older append-only file or snapshot, a failover to a lagging replica),
+        those lines left the queue with the offsets: read them again. If a commit went through
+        but its reply was lost, its lines are in the queue: go on after them (the lines read
+        meanwhile are read again, so the next commit cannot repeat it). When Redis holds another
+        version of the file (it forgot that the file was truncated and read again from 0), the
+        version this process reads was never committed: read it again from where this process
+        began it."""
         saved = {k.decode(): FileState.loads(v) for k, v in self.client.hgetall(self.offsets_key).items()}
         for key, tail in self.tails.items():
-            state = saved.get(key, tail.origin)
+            state = saved.get(key)
+            if state is None or state.sid != tail.state.sid:
+                state = tail.origin  # Redis forgot this version of the file: from our start of it
+                self.client.hset(self.offsets_key, key, state.dumps())
             if state.sid != tail.state.sid or state.offset == tail.state.offset:
                 continue
             if state.offset < tail.state.offset:
@@ -202,7 +210,6 @@ class Watcher:
                 log.info("%s: the last commit of %s had gone through before the connection was "
                          "lost; going on from %d", self.name, safe(tail.path), state.offset)
             tail.rewind(state)
-        self.uncertain = False  # what Redis holds is known now
         if not any(t.pending for t in self.tails.values()):
             self.first_pending_at = None
 
@@ -213,38 +220,45 @@ class Watcher:
 
     # -- batches ---------------------------------------------------------------------------
 
-    def _commit(self, parts: list[tuple[Tail, int]]) -> None:
-        """Push the first ``n`` pending lines of each tail and save their offsets, atomically.
+    def _commit(self, parts: list[tuple[Tail, int]]) -> bool:
+        """Push the first ``n`` pending lines of each tail and save their offsets, atomically,
+        if Redis still holds the offsets this process last committed; False (after following
+        Redis) when it does not.
 
-        The lines go out as messages of at most ``batch_lines`` items; when the watcher is
-        catching up, several such messages share one transaction (one round trip).
+        The check is what makes a Redis that forgot acknowledged writes harmless even when no
+        error ever reached the watcher: restarted from an older snapshot or append-only file, or
+        a failover to a lagging replica, behind a silently reconnecting client. It also tells
+        when a commit whose reply was lost had gone through. The lines go out as messages of at
+        most ``batch_lines`` items and ``batch_bytes`` bytes; when the watcher is catching up,
+        several such messages share one transaction.
         """
         failpoint.hit("taken")
         messages: list[bytes] = []
         states = {}
         count = 0
         for tail, n in parts:
-            batch, end = tail.messages(n, self.opts.batch_lines)
+            batch, end = tail.messages(n, self.opts.batch_lines, self.opts.batch_bytes)
             messages.extend(batch)
             count += n
             states[tail.key] = tail.state.advanced(tail.fd, end)
-        if self.uncertain:
-            saved = self.client.hmget(self.offsets_key, list(states))
-            self.uncertain = False
-            if all(r is not None and FileState.loads(r).offset == s.offset
-                   for r, s in zip(saved, states.values(), strict=True)):
-                log.info("%s: the last commit had gone through before the connection was lost", self.name)
-                self._done(parts, states)
-                return
-        self.uncertain = True
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.rpush(self.queue_key, *messages)
-            pipe.hset(self.offsets_key, mapping={k: s.dumps() for k, s in states.items()})
-            pipe.execute()
-        self.uncertain = False
+        believed = {tail.key: tail.state for tail, _ in parts}
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.watch(self.offsets_key)
+                saved = pipe.hmget(self.offsets_key, list(states))
+                if not all(_holds(raw, believed[k]) for raw, k in zip(saved, states, strict=True)):
+                    raise redis.WatchError("the saved offsets are not the ones last committed")
+                pipe.multi()
+                pipe.rpush(self.queue_key, *messages)
+                pipe.hset(self.offsets_key, mapping={k: s.dumps() for k, s in states.items()})
+                pipe.execute()
+        except redis.WatchError:
+            self.resync()
+            return False
         self.lines_pushed += count
         self.stats.add(count)
         self._done(parts, states)
+        return True
 
     def _done(self, parts: list[tuple[Tail, int]], states: dict[str, FileState]) -> None:
         for tail, n in parts:
@@ -253,9 +267,9 @@ class Watcher:
         if not any(t.pending for t in self.tails.values()):
             self.first_pending_at = None
 
-    def _commit_pending(self, tail: Tail) -> None:
-        if tail.pending:
-            self._commit([(tail, tail.pending)])
+    def _commit_pending(self, tail: Tail) -> bool:
+        """Commit what is pending of one file; False if Redis held other offsets (followed)."""
+        return self._commit([(tail, tail.pending)]) if tail.pending else True
 
     @staticmethod
     def _still_at_path(tail: Tail) -> bool:
@@ -273,9 +287,10 @@ class Watcher:
         """Read what is there and commit full batches; bytes read."""
         total = 0
         group = self.opts.batch_lines * BATCHES_PER_COMMIT
+        group_bytes = self.opts.batch_bytes * BATCHES_PER_COMMIT  # memory and transaction bound
         for tail in self._ordered():
             self._check_truncation(tail)
-            while tail.pending < group:
+            while tail.pending < group and tail.pending_bytes < group_bytes:
                 got = tail.read(READ_BUDGET)
                 total += got
                 if not got:
@@ -285,6 +300,8 @@ class Watcher:
             if tail.pending and self.first_pending_at is None:
                 self.first_pending_at = time.monotonic()
             full = tail.pending - tail.pending % self.opts.batch_lines
+            if tail.pending_bytes >= group_bytes:
+                full = tail.pending
             if full:
                 self._commit([(tail, full)])
         return total
@@ -306,7 +323,8 @@ class Watcher:
             if tail.read(READ_BUDGET):
                 continue
             tail.flush_partial()
-            self._commit_pending(tail)
+            if not self._commit_pending(tail):
+                continue  # Redis knew other offsets: read what it lacks again first
             tail.state = replace(tail.state, offset=tail.pos, closed=True)
             self.client.hset(self.offsets_key, key, tail.state.dumps())
             self.saved[key] = tail.state  # should a glob match it again, it resumes at its end
@@ -356,6 +374,14 @@ class Watcher:
             tail.close()
         log.info("%s: stopped after pushing %d lines", self.name, self.lines_pushed)
         return 0
+
+
+def _holds(raw: bytes | None, state: FileState) -> bool:
+    """Whether a saved offset is the position ``state`` says was committed."""
+    if raw is None:
+        return False
+    saved = FileState.loads(raw)
+    return saved.sid == state.sid and saved.offset == state.offset
 
 
 def run(cfg: Config, program: ProgramConfig[WatcherOptions], flags: Flags) -> int:

@@ -19,18 +19,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.support.faults import K, Pipeline, Scenario, start_with
+from tests.support.faults import K, Pipeline, Scenario, alive, start_with
 from tests.support.procs import REPO, SEQ
 from tests.support.servers import RedisServer, wait_for
 from tests.support.tracker_server import TrackerServer
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def tracker() -> Iterator[TrackerServer]:
-    with TrackerServer() as server:
-        yield server
 
 
 KILL_POINTS = [
@@ -62,19 +56,6 @@ def test_01_02_sigkill_right_after_take_and_between_sink_and_ack(
         pipe.check(scenario, tracker_bound=1)
     finally:
         pipe.stop()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A Redis of this test's own, to stop, kill, pause and starve."""
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.kill()
-
-
-def alive(pipe: Pipeline) -> None:
-    for name, worker in pipe.workers.items():
-        assert worker.proc is not None and worker.proc.poll() is None, f"{name} exited"
 
 
 @pytest.mark.parametrize("how", ["shutdown", "sigkill"])

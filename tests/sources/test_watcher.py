@@ -316,7 +316,7 @@ def test_uncertain_commit_is_not_pushed_twice(r: redis.Redis, tmp_path: Path) ->
     # pretend the reply was lost: the same lines are pending again and the commit is uncertain
     tail._add_run(0, [b"one"])
     tail.state = FileState(**{**tail.state.__dict__, "offset": 0})
-    w.uncertain = True
+
     w._commit([(tail, 1)])
     assert lines_of(r) == ["one"]
     stop(w)
@@ -333,7 +333,7 @@ def test_commit_whose_reply_was_lost_is_not_repeated_by_a_larger_one(r: redis.Re
     tail = next(iter(w.tails.values()))
     tail._add_run(0, [b"one", b"two"])  # the reply was lost: memory is still before the commit
     tail.state = FileState(**{**tail.state.__dict__, "offset": 0})
-    w.uncertain = True
+
     with log.open("a") as f:
         f.write("three\nfour\n")
     tail.read(1 << 20)  # read while Redis was away

@@ -258,3 +258,9 @@ def es_seen(es: Elasticsearch, index: str, field: str = "") -> dict[int, int]:
         if exc.meta.status in (404, 503):
             return {}
         raise
+
+
+def alive(pipe: Pipeline) -> None:
+    """Every worker of the pipeline is still running."""
+    for name, worker in pipe.workers.items():
+        assert worker.proc is not None and worker.proc.poll() is None, f"{name} exited"
