@@ -365,6 +365,7 @@ class Watcher:
             if loaded:
                 if resync:  # what Redis holds decides, on the way out too
                     self.resync()
+                    self.pump()  # what resync made us forget is read again
                 self.flush_due(force=True)
             self.stats.flush(force=True)
         except REDIS_ERRORS as exc:

@@ -6,6 +6,7 @@ import base64
 import dataclasses
 import os
 import random
+import time
 from pathlib import Path
 
 import redis
@@ -460,3 +461,44 @@ def test_watcher_delivers_each_line_once_through_random_rotations_restarts_and_r
     seqs = [int(m.group(1)) for m in (re.match(r"(\d+) seq= ", line) for line in lines_of(r)) if m]
     assert len(seqs) == len(lines_of(r)) and rotations > 3
     assert sorted(seqs) == list(range(written))
+
+
+def test_stop_after_a_commit_whose_reply_was_lost_pushes_nothing_twice(r: redis.Redis, redis_server,  # type: ignore[no-untyped-def]
+                                                                       tmp_path: Path) -> None:
+    """Driven through run() with the stop flag: a commit goes through but its reply is lost,
+    Redis then refuses connections while more lines are read, and the stop comes right after
+    it answers again: the last flush must follow what Redis holds (the bug fixed in bb1820b
+    lived on on the stop path)."""
+    import threading
+
+    from pipeline.config import RedisConfig
+    from pipeline.core.connection import connect
+    from tests.support.proxy import FaultProxy
+    from tests.support.servers import wait_for
+
+    proxy = FaultProxy(redis_server.port)
+    client = connect(RedisConfig(url=proxy.url, embedded=False, socket_timeout=1, block_timeout=0.5))
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    flags = Flags()
+    w = Watcher("w", make(log, batch_lines=500, batch_ms=50, poll_ms=20), client, K, flags)
+    thread = threading.Thread(target=w.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: w.tails, what="the watcher tailing")
+        proxy.swallow_reply_to = b"EXEC"  # the next transaction is applied; its reply never comes
+        with log.open("a") as f:
+            f.write("".join(f"line {n}\n" for n in range(20)))
+        assert proxy.swallowed.wait(10)
+        with proxy.refusing():
+            wait_for(lambda: len(lines_of(r)) == 20, what="the swallowed commit applied")
+            with log.open("a") as f:
+                f.write("".join(f"line {n}\n" for n in range(20, 25)))
+            time.sleep(1.5)  # read while Redis refuses
+        flags.stop = True
+        thread.join(30)
+        assert not thread.is_alive()
+        assert lines_of(r) == [f"line {n}" for n in range(25)]
+    finally:
+        flags.stop = True
+        proxy.close()
