@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from pipeline.config.model import Config, ProgramConfig
+    from pipeline.config.model import Config, ProgramConfig, RedisConfig
     from pipeline.core.lifecycle import Flags
 
 #: The modules of the built-in worker types, in the order their types are listed in docs.
@@ -62,6 +62,11 @@ class Component:
     aliases: Mapping[str, str] = field(default_factory=dict)  # original key name -> key
     #: finishes the values read from a section (paths resolved, cross-key checks)
     prepare: Callable[[dict[str, Any], Section], dict[str, Any]] | None = None
+    #: option keys (seconds) of calls that block the worker: each must end well within
+    #: ``stopwaitsecs``, or supervisord kills the worker in the middle of one
+    blocking: tuple[str, ...] = ()
+    #: checks the options against the worker's Redis settings (sizes that must fit in a message)
+    validate: Callable[[Any, RedisConfig, Section], None] | None = None
 
     def queues(self, options: object) -> list[str]:
         """The queue names this worker's options name, read first, then written."""

@@ -197,6 +197,10 @@ def _redis(sec: _Section, var_dir: Path) -> RedisConfig:
                 "embedded",
                 "yes",
             )
+    if values["message_bytes"] * 2 > values["max_payload_bytes"]:
+        raise sec.error(f"must be at most half of max_payload_bytes ({values['max_payload_bytes']}): "
+                        "a message a worker pushes must always be one its consumers take",
+                        "message_bytes", sec.items.get("message_bytes", str(values["message_bytes"])))
     if values["block_timeout"] >= values["socket_timeout"]:
         raise sec.error(
             f"must be below socket_timeout ({values['socket_timeout']}) or a blocking pop looks "
@@ -255,5 +259,29 @@ def _program(sec: _Section, base: Path, redis: dict[str, RedisConfig]) -> Progra
     if component is not None and component.single_process and values["numprocs"] != 1:
         raise sec.error(f"a {kind} keeps per-process state and runs as one process", "numprocs",
                         str(values["numprocs"]))
+    if component is not None:
+        rcfg = redis[values["redis"]]
+        _check_blocking(sec, component, options, rcfg, values["stopwaitsecs"])
+        if component.validate is not None:
+            component.validate(options, rcfg, sec)
     return ProgramConfig(**values)
+
+
+#: Seconds a worker needs after its longest blocking call to hand back its batch and leave.
+STOP_MARGIN = 5.0
+
+
+def _check_blocking(sec: _Section, component: registry.Component, options: Any, rcfg: RedisConfig,
+                    stopwaitsecs: int) -> None:
+    """Every call a worker may be blocked in must end well within ``stopwaitsecs``: otherwise
+    supervisord kills it mid-call, and a healthy batch counts a recovery towards poison."""
+    limits = {name: float(getattr(options, name)) for name in component.blocking}
+    limits[f"socket_timeout of [{rcfg.name}]"] = rcfg.socket_timeout
+    for name, seconds in limits.items():
+        if seconds + STOP_MARGIN > stopwaitsecs:
+            key = name if name in component.blocking else "stopwaitsecs"
+            raise sec.error(f"{name} ({seconds:g} s) must end at least {STOP_MARGIN:g} s within "
+                            f"stopwaitsecs ({stopwaitsecs} s), or supervisord kills the worker in "
+                            "the middle of it: lower it or raise stopwaitsecs", key,
+                            sec.items.get(key, str(seconds if key == name else stopwaitsecs)))
 

@@ -73,7 +73,9 @@ class RedisConfig:
                                                    "batch is reaped", 30)
     max_recoveries: int = key(dt.integer(1, 100), "recoveries from dying workers before a batch "
                                                   "is dead-lettered", 3)
-    max_payload_bytes: int = key(dt.byte_size, "largest message a consumer decodes", 64 * 1024 * 1024)
+    max_payload_bytes: int = key(dt.byte_size, "largest message a consumer decodes", 16 * 1024 * 1024)
+    message_bytes: int = key(dt.byte_size, "messages a worker pushes are split at about this size",
+                             1024 * 1024)
     server: str = key(dt.nonempty, "redis-server binary for the embedded server", "")
     appendfsync: str = key(dt.choice("always", "everysec", "no"), "the embedded server's "
                                                                    "appendfsync", "everysec")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import reprlib
 import time
 from collections.abc import Mapping
 from itertools import accumulate, repeat
@@ -34,8 +36,46 @@ def encode(items: list[Item]) -> bytes:
     return orjson.dumps(items)
 
 
-def decode(raw: bytes, max_bytes: int) -> list[Item]:
-    """The items of a message; :class:`PayloadError` says why when it is not one."""
+def pack(items: list[Any], max_bytes: int) -> tuple[list[bytes], list[tuple[Any, str]]]:
+    """``items`` as messages of about ``max_bytes`` at most (an item longer than that goes
+    alone), and the items that cannot be encoded with the reason (an integer beyond 64 bits,
+    nesting deeper than JSON encoding allows): those are dead-lettered, the rest flows on."""
+    try:
+        whole = orjson.dumps(items)
+    except (orjson.JSONEncodeError, TypeError):
+        whole = b""
+    if whole and len(whole) <= max_bytes:
+        return [whole], []
+    bad: list[tuple[Any, str]] = []
+    messages: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for item in items:
+        try:
+            encoded = orjson.dumps(item)
+        except (orjson.JSONEncodeError, TypeError) as exc:
+            bad.append((item, f"cannot be encoded as JSON: {exc}"))
+            continue
+        if chunk and size + len(encoded) > max_bytes:
+            messages.append(b"[" + b",".join(chunk) + b"]")
+            chunk, size = [], 0
+        chunk.append(encoded)
+        size += len(encoded) + 1
+    if chunk:
+        messages.append(b"[" + b",".join(chunk) + b"]")
+    return messages, bad
+
+
+#: Nesting below what encoding accepts (orjson: 254), with room for a dead-letter entry's levels.
+MAX_DEPTH = 200
+#: Items one message may expand to: a run of empty lines costs 3 bytes a line and ~400 decoded.
+MAX_ITEMS = 100_000
+
+
+def decode(raw: bytes, max_bytes: int, max_items: int = MAX_ITEMS) -> list[Item]:
+    """The items of a message; :class:`PayloadError` says why when it is not one (not JSON, not
+    objects, over ``max_bytes``, more than ``max_items`` items, nested deeper than
+    :data:`MAX_DEPTH`)."""
     if len(raw) > max_bytes:
         raise PayloadError(f"message of {len(raw)} bytes exceeds the cap of {max_bytes} bytes")
     try:
@@ -51,10 +91,29 @@ def decode(raw: bytes, max_bytes: int) -> list[Item]:
         if type(element) is not dict:
             raise PayloadError(f"item {index} is a {type(element).__name__}, not an object")
         if "loglines" in element and element.keys() == RUN_KEYS:
+            if type(element["loglines"]) is list and len(items) + len(element["loglines"]) > max_items:
+                raise PayloadError(f"more than {max_items} items in one message")
             items += _expand(element, index)
         else:
+            if _too_deep(element):
+                raise PayloadError(f"item {index} nests deeper than {MAX_DEPTH} levels")
             items.append(element)
+        if len(items) > max_items:
+            raise PayloadError(f"more than {max_items} items in one message")
     return items
+
+
+def _too_deep(value: dict[str, Any]) -> bool:
+    if not any(type(v) is dict or type(v) is list for v in value.values()):
+        return False  # the common flat record
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = node.values() if type(node) is dict else node
+        stack.extend((child, depth + 1) for child in children if type(child) is dict or type(child) is list)
+    return False
 
 
 RUN_KEYS = frozenset(("service", "src", "off", "loglines"))
@@ -111,7 +170,26 @@ def dead_letter(
             entry["payload"] = raw.decode("utf-8")
         except UnicodeDecodeError:
             entry["payload_b64"] = base64.b64encode(raw).decode("ascii")
-    return orjson.dumps(entry)
+    return dumps_anyway(entry)
+
+
+def dumps_anyway(value: Any) -> bytes:
+    """JSON of a dead-letter entry whatever its item holds: orjson, else the standard library
+    (integers beyond 64 bits, deeper nesting), else the item's text (never lose the entry)."""
+    try:
+        return orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        pass
+    try:
+        return json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    except (ValueError, TypeError, RecursionError):
+        fallback = dict(value)
+        fallback["item_repr"] = _SHORT.repr(fallback.pop("item", None))
+        return orjson.dumps(fallback)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring = 20, 200, 200, 10_000
 
 
 def dead_letter_payload(entry: Mapping[str, Any]) -> bytes | None:
@@ -121,5 +199,5 @@ def dead_letter_payload(entry: Mapping[str, Any]) -> bytes | None:
     if "payload_b64" in entry:
         return base64.b64decode(entry["payload_b64"])
     if "item" in entry:
-        return orjson.dumps([entry["item"]])
+        return dumps_anyway([entry["item"]])
     return None

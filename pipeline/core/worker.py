@@ -54,12 +54,11 @@ Handler = Callable[[Delivery], Outcome]
 
 
 def undecodable(consumer: Consumer, delivery: Delivery) -> list[bytes]:
-    """Dead-letter entries for the delivery's messages that are not JSON batches or items."""
-    cap = 1024 * 1024
+    """Dead-letter entries for the delivery's messages that are not JSON batches or items. The
+    message is kept whole (it was in Redis already), so that it can be looked at and replayed."""
     return [
-        message.dead_letter(
-            reason=f"undecodable message: {error}", worker=consumer.id, queue=consumer.queue,
-            raw=raw[:cap], detail=f"{len(raw)} bytes, first {cap} kept" if len(raw) > cap else "")
+        message.dead_letter(reason=f"undecodable message: {error}", worker=consumer.id,
+                            queue=consumer.queue, raw=raw, detail=f"{len(raw)} bytes")
         for raw, error in delivery.bad
     ]
 

@@ -105,7 +105,7 @@ def parse_line(line: str, use_xff: bool = False) -> dict[str, Any]:
         "url": url,
         "protocol": protocol,
         "status": int(status) if status != "-" else 0,
-        "bytes": int(size) if size != "-" else 0,
+        "bytes": _size(size),
         "referrer": referrer or "",
         "user_agent": agent or "",
         "xff": xff,
@@ -113,6 +113,15 @@ def parse_line(line: str, use_xff: bool = False) -> dict[str, Any]:
         "repository": repository,
         "item_id": item_id,
     }
+
+
+def _size(text: str) -> int:
+    """The response size; a number beyond 64 bits (nothing real) is not an access log line."""
+    if text == "-":
+        return 0
+    if len(text) > 18:
+        raise ValueError(f"response size {text[:40]!r} is out of range")
+    return int(text)
 
 
 _OTHER = ("other", "", "")

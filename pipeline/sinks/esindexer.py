@@ -55,7 +55,7 @@ class EsIndexerOptions:
     flush_ms: int = option(dt.integer(0, 60_000), "how long small messages are gathered into one bulk", 200)
     time_field: str = option(dt.nonempty, "record field with the event time (ISO 8601)", "time")
     id_fields: tuple[str, ...] = option(dt.string_list, "fields hashed into the id of records without a line id", ())
-    request_timeout: float = option(dt.number(1), "seconds per bulk request", 60.0)
+    request_timeout: float = option(dt.number(1), "seconds per bulk request (within stopwaitsecs)", 20.0)
     max_backoff: float = option(dt.number(1), "longest wait between retries, seconds", 60.0)
     template: str = option(dt.choice("none", "access", "kontext"),
                         "index template 'loglines es setup' installs for this index", "none")
@@ -115,22 +115,29 @@ class Indexer:
     def __init__(self, opts: EsIndexerOptions, es: Elasticsearch, flags: Flags, name: str) -> None:
         self.opts, self.es, self.flags, self.name = opts, es, flags, name
 
-    def operations(self, records: list[dict[str, Any]]) -> list[tuple[dict[str, Any], bytes]]:
-        """(record, its two NDJSON lines) for every record."""
+    def operations(self, records: list[dict[str, Any]]) -> tuple[list[tuple[dict[str, Any], bytes]],
+                                                                 list[tuple[dict[str, Any], str]]]:
+        """(record, its two NDJSON lines) for every record, and the records that cannot be
+        encoded (with why): those are dead-lettered alone, the rest of the bulk goes on."""
         out = []
+        bad = []
         for record in records:
-            action: dict[str, Any] = {
-                "_index": index_name(self.opts.index, record, self.opts.time_field),
-                "_id": document_id(record, self.opts.id_fields),
-            }
-            if self.opts.pipeline:
-                action["pipeline"] = self.opts.pipeline
-            source = orjson.dumps(record)
+            try:
+                action: dict[str, Any] = {
+                    "_index": index_name(self.opts.index, record, self.opts.time_field),
+                    "_id": document_id(record, self.opts.id_fields),
+                }
+                if self.opts.pipeline:
+                    action["pipeline"] = self.opts.pipeline
+                source = orjson.dumps(record)
+            except (orjson.JSONEncodeError, TypeError, ValueError) as exc:
+                bad.append((record, f"cannot be encoded as JSON: {exc}"))
+                continue
             stamp = record.get(self.opts.time_field)
             if "@timestamp" not in record and isinstance(stamp, str) and len(source) > 2:
                 source = source[:-1] + b',"@timestamp":' + orjson.dumps(stamp) + b"}"
             out.append((record, orjson.dumps({"create": action}) + b"\n" + source + b"\n"))
-        return out
+        return out, bad
 
     def chunks(self, ops: list[tuple[dict[str, Any], bytes]]) -> list[list[tuple[dict[str, Any], bytes]]]:
         out: list[list[tuple[dict[str, Any], bytes]]] = [[]]
@@ -145,8 +152,10 @@ class Indexer:
 
     def index(self, records: list[dict[str, Any]], worker: str, queue: str) -> list[bytes]:
         """Index every record or dead-letter it; the dead-letter entries."""
-        dead: list[bytes] = []
-        for chunk in self.chunks(self.operations(records)):
+        ops, bad = self.operations(records)
+        dead = [message.dead_letter(reason=f"the record {why}", worker=worker, queue=queue, item=record)
+                for record, why in bad]
+        for chunk in self.chunks(ops):
             dead.extend(self._bulk_until_done(chunk, worker, queue))
         return dead
 
@@ -215,4 +224,4 @@ def run(cfg: Config, program: ProgramConfig[EsIndexerOptions], flags: Flags) -> 
 
 COMPONENT = Component(
     "esindexer", "indexes records into Elasticsearch, exactly once", EsIndexerOptions, run,
-    reads=("listento",))
+    reads=("listento",), blocking=("request_timeout",))

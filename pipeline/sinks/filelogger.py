@@ -23,6 +23,7 @@ from redis.client import Pipeline
 from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
+from pipeline.core import message
 from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags
 from pipeline.core.logsetup import safe
@@ -43,19 +44,51 @@ class FileLoggerOptions:
 log = logging.getLogger(__name__)
 
 
-def render(items: Iterable[Item], fmt: str) -> bytes:
+def render(items: Iterable[Item], fmt: str) -> tuple[bytes, list[tuple[Item, str]]]:
+    """The bytes to append for ``items``, and the items that cannot be written (with why).
+
+    ``raw`` writes the log line as it was in its file: the exact bytes of ``raw_b64`` when they
+    are the one line that ``logline`` shows (what the watcher carries for bytes that are not
+    UTF-8), else the ``logline`` text with any newline escaped, so that no item can forge a
+    second line."""
     out = bytearray()
+    bad: list[tuple[Item, str]] = []
     for item in items:
         if fmt == "ndjson":
-            out += orjson.dumps(item)
-        elif "raw_b64" in item:
-            out += base64.b64decode(item["raw_b64"])
-        elif isinstance(item.get("logline"), str):
-            out += item["logline"].replace("\n", "\\n").encode("utf-8", "surrogateescape")
+            try:
+                out += orjson.dumps(item)
+            except (orjson.JSONEncodeError, TypeError) as exc:
+                bad.append((item, f"cannot be encoded as JSON: {exc}"))
+                continue
         else:
-            out += orjson.dumps(item)
+            line = item.get("logline")
+            exact = _exact_bytes(item, line) if "raw_b64" in item else None
+            if exact is not None:
+                out += exact
+            elif isinstance(line, str):
+                out += line.replace("\n", "\\n").encode("utf-8", "surrogateescape")
+            else:
+                try:
+                    out += orjson.dumps(item)
+                except (orjson.JSONEncodeError, TypeError) as exc:
+                    bad.append((item, f"has no logline and cannot be encoded as JSON: {exc}"))
+                    continue
         out += b"\n"
-    return bytes(out)
+    return bytes(out), bad
+
+
+def _exact_bytes(item: Item, line: object) -> bytes | None:
+    """``raw_b64`` decoded, when it is one line that reads as ``logline``."""
+    encoded = item.get("raw_b64")
+    if not isinstance(encoded, str) or not isinstance(line, str):
+        return None
+    try:
+        raw = base64.b64decode(encoded, validate=True)
+    except (ValueError, TypeError):
+        return None
+    if b"\n" in raw or raw.decode("utf-8", "backslashreplace") != line:
+        return None
+    return raw
 
 
 class FileLog:
@@ -116,7 +149,9 @@ def run(cfg: Config, program: ProgramConfig[FileLoggerOptions], flags: Flags) ->
                 filelog.open()
                 log.info("%s: reopened %s", program.name, safe(opts.logfile))
             filelog.trim()
-            data = render(delivery.items or (), opts.format)
+            data, bad = render(delivery.items or (), opts.format)
+            dead = [message.dead_letter(reason=f"the item {why}", worker=consumer.id,
+                                        queue=opts.listento, item=item) for item, why in bad]
             while True:
                 try:
                     state = filelog.write(data)
@@ -124,7 +159,8 @@ def run(cfg: Config, program: ProgramConfig[FileLoggerOptions], flags: Flags) ->
                 except OSError as exc:
                     retry.failed(f"cannot write {opts.logfile}: {exc}")
             retry.succeeded()
-            return Outcome(count=len(delivery.items or ()), extra=lambda p: filelog.save(p, state))
+            return Outcome(dead=dead, count=len(delivery.items or ()),
+                           extra=lambda p: filelog.save(p, state))
 
         return handle
 

@@ -22,6 +22,7 @@ import email.utils
 import hashlib
 import logging
 import os
+import reprlib
 import time
 import traceback
 from collections.abc import Mapping
@@ -237,10 +238,13 @@ class Forwarder:
             else:
                 parked.append(self.parked_entry(event, reason))
         pushes = []
-        if sent and self.opts.success_queue:
-            pushes.append((self.opts.success_queue, message.encode(sent)))
-        if others and self.opts.other_queue:
-            pushes.append((self.opts.other_queue, message.encode(others)))
+        for queue_name, records in ((self.opts.success_queue, sent), (self.opts.other_queue, others)):
+            if records and queue_name:
+                payloads, bad = message.pack(records, self.consumer.cfg.message_bytes)
+                pushes += [(queue_name, payload) for payload in payloads]
+                dead += [message.dead_letter(reason=f"a record for {queue_name} {why}", worker=worker,
+                                             queue=queue, item={"unencodable": reprlib.repr(record)})
+                         for record, why in bad]
 
         def park(pipe: Any) -> None:
             if parked:
@@ -251,7 +255,7 @@ class Forwarder:
         return Outcome(pushes=pushes, dead=dead, count=len(delivery.items or ()), extra=park)
 
     def parked_entry(self, event: Event, reason: str) -> bytes:
-        return orjson.dumps({
+        return message.dumps_anyway({
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "worker": self.consumer.id,
             "queue": self.opts.listento,
@@ -303,4 +307,4 @@ COMPONENT = Component(
     "tracker", "sends COUNTER usage events to an IRUS/PIRUS tracker as OpenURL requests",
     TrackerOptions, run, reads=("listento",), writes=("success_queue", "other_queue"),
     plugin=load_tracker_plugin, plugin_options=True, original_command="pirus2.py",
-    aliases={"repository_plugin": "plugin"})
+    aliases={"repository_plugin": "plugin"}, blocking=("timeout",))

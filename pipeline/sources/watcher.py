@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from pipeline.config import Config, ProgramConfig
+from pipeline.config import Config, ProgramConfig, RedisConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
 from pipeline.core import failpoint
@@ -399,6 +399,25 @@ def prepare(values: dict[str, Any], section: Section) -> dict[str, Any]:
     return values
 
 
+#: What one line can cost in JSON: six bytes per control byte escaped, plus its exact bytes in
+#: base64 when they are not UTF-8.
+LINE_EXPANSION = 8
+
+
+def validate(opts: WatcherOptions, rcfg: RedisConfig, section: Section) -> None:
+    """A message the watcher pushes must always fit under the consumers' payload cap."""
+    cap = rcfg.max_payload_bytes
+    if opts.max_line_bytes * LINE_EXPANSION > cap:
+        raise section.error(f"a line of {opts.max_line_bytes} bytes can take {LINE_EXPANSION}x as "
+                            f"much in a message, over max_payload_bytes ({cap}) of [{rcfg.name}]: "
+                            "lower max_line_bytes or raise max_payload_bytes", "max_line_bytes",
+                            section.items.get("max_line_bytes", str(opts.max_line_bytes)))
+    if opts.batch_bytes * 2 > cap:
+        raise section.error(f"must be at most half of max_payload_bytes ({cap}) of [{rcfg.name}]",
+                            "batch_bytes", section.items.get("batch_bytes", str(opts.batch_bytes)))
+
+
 COMPONENT = Component(
     "watcher", "tails log files into a queue, exactly once, following rotation", WatcherOptions, run,
-    single_process=True, writes=("pushto",), original_command="logfilewatcher.py", prepare=prepare)
+    single_process=True, writes=("pushto",), original_command="logfilewatcher.py", prepare=prepare,
+    validate=validate)

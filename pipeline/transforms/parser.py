@@ -9,6 +9,7 @@ flows on. All of it is acknowledged in one transaction.
 from __future__ import annotations
 
 import logging
+import reprlib
 import signal
 import traceback
 from collections.abc import Callable, Iterator
@@ -79,8 +80,13 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def _item_of(record: dict[str, Any]) -> dict[str, Any]:
+    """What a dead letter keeps of a record that cannot be encoded: the line it came from."""
+    return {k: record[k] for k in CARRIED if k in record} or {"unencodable": reprlib.repr(record)}
+
+
 def make_processor(
-    plugin: Plugin, opts: ParserOptions, worker: str
+    plugin: Plugin, opts: ParserOptions, worker: str, max_bytes: int = 1 << 20
 ) -> Callable[[list[message.Item], str], Outcome]:
     parse, rules, other_queue = plugin.parse, accept_rules(opts), opts.other_queue
     timeout = opts.plugin_timeout_s
@@ -116,10 +122,16 @@ def make_processor(
             records.append(record)
         pushes = []
         if records:
-            payload = message.encode(records)
-            pushes = [(queue, payload) for queue in opts.pushto]
+            payloads, bad = message.pack(records, max_bytes)
+            pushes = [(queue, payload) for queue in opts.pushto for payload in payloads]
+            dead += [message.dead_letter(reason=f"plugin {plugin.name} made a record that {why}",
+                                         worker=worker, queue=source, item=_item_of(record))
+                     for record, why in bad]
         if others and other_queue:
-            pushes.append((other_queue, message.encode(others)))
+            payloads, bad = message.pack(others, max_bytes)
+            pushes += [(other_queue, payload) for payload in payloads]
+            dead += [message.dead_letter(reason=f"an item for {other_queue} {why}", worker=worker,
+                                         queue=source, item=_item_of(record)) for record, why in bad]
         if dead:
             log.warning("%s: %d item(s) dead-lettered by plugin %s", worker, len(dead), plugin.name)
         return Outcome(pushes=pushes, dead=dead, count=len(items))
@@ -132,7 +144,7 @@ def run(cfg: Config, program: ProgramConfig[ParserOptions], flags: Flags) -> int
     plugin = plugin_for(cfg, program)
 
     def make_handler(consumer: Consumer, _flags: Flags) -> Handler:
-        process = make_processor(plugin, opts, consumer.id)
+        process = make_processor(plugin, opts, consumer.id, consumer.cfg.message_bytes)
 
         def handle(delivery: Delivery) -> Outcome:
             assert delivery.items is not None

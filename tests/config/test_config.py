@@ -164,3 +164,30 @@ def test_inline_comments_as_in_supervisord(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, "[worker_b]\ntype = broker\nlistento = a   ; the raw lines\n"
                                       "fanout = b, c ; two copies\n"))
     assert cfg.programs["worker_b"].options.fanout == ("b", "c")
+
+
+def test_every_blocking_call_ends_within_stopwaitsecs(tmp_path: Path) -> None:
+    base = "[worker_es]\ntype = esindexer\nlistento = q\n"
+    config.load(write(tmp_path, base))  # the defaults fit
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, base + "request_timeout = 60\n"))
+    assert info.value.key == "request_timeout" and "stopwaitsecs (30 s)" in str(info.value)
+    config.load(write(tmp_path, base + "request_timeout = 60\nstopwaitsecs = 90\n"))
+    with pytest.raises(ConfigError, match="socket_timeout of \\[redis\\]"):
+        config.load(write(tmp_path, "[redis]\nurl = redis://h/0\nsocket_timeout = 40\nblock_timeout = 1\n"
+                                    "[worker_b]\ntype = broker\nlistento = a\nfanout = b\n"))
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, "[worker_t]\ntype = tracker\nlistento = a\nplugin = repository\n"
+                                    "endpoint_url = http://127.0.0.1:1/x\ntimeout = 28\n"))
+    assert info.value.key == "timeout"
+
+
+def test_a_line_always_fits_in_a_message(tmp_path: Path) -> None:
+    base = "[logger_w]\ntype = watcher\nlogfile = a.log\npushto = q\n"
+    config.load(write(tmp_path, base + "max_line_bytes = 2m\n"))
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, base + "max_line_bytes = 4m\n"))
+    assert info.value.key == "max_line_bytes" and "max_payload_bytes" in str(info.value)
+    config.load(write(tmp_path, "[redis]\nmax_payload_bytes = 64m\n" + base + "max_line_bytes = 4m\n"))
+    with pytest.raises(ConfigError, match="half of max_payload_bytes"):
+        config.load(write(tmp_path, "[redis]\nmessage_bytes = 10m\n"))

@@ -61,3 +61,30 @@ def test_21_redis_restarted_from_an_older_snapshot_while_the_watcher_idles(
     finally:
         pipe.stop()
         server.kill()
+
+
+def test_22_lines_near_a_megabyte_each_travel_in_messages_of_their_own(
+        redis_server: RedisServer, r, es_url: str, tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """70 access lines of 999,000 bytes (the default max_line_bytes is 1 MiB): before, they
+    became one 70 MB message, dead-lettered as over the cap and cut to 1 MiB, the offset past
+    them: lost. Now every message stays under the cap and each line arrives once."""
+    from tests.support.faults import UA
+
+    scenario = Scenario("22 70 lines of 999 KB each")
+    pipe = Pipeline(tmp_path, redis_server.url, es_url, tracker, sinks=("file", "es")).start()
+    try:
+        with pipe.log.open("a") as handle:
+            for n in range(70):
+                head = (f'192.0.2.{n % 250 + 1} - - [10/Oct/2024:13:55:36 +0200] '
+                        f'"GET /bitstream/handle/123456789/{n}/f.pdf?seq={n}&pad=')
+                tail = f' HTTP/1.1" 200 1234 "-" "{UA}"'
+                handle.write(head + "x" * (999_000 - len(head) - len(tail)) + tail + "\n")
+        pipe.written = 70
+        pipe.write(30)
+        pipe.wait_delivered(timeout=240)
+        alive(pipe)
+        biggest = max((len(raw) for raw in r.lrange("{loglines}:dlq", 0, -1)), default=0)
+        assert biggest == 0, "something was dead-lettered"
+        pipe.check(scenario, note="one message per line")
+    finally:
+        pipe.stop()

@@ -37,9 +37,29 @@ def test_broker_copies_each_batch_to_every_fanout_queue(write_cfg, tmp_path: Pat
 
 
 def test_render_raw_ndjson_and_binary() -> None:
-    items = [{"logline": "a"}, {"logline": "bad", "raw_b64": "/w=="}, {"date": "x"}, {"logline": "x\ny"}]
-    assert render(items, "raw") == b'a\n\xff\n{"date":"x"}\nx\\ny\n'
-    assert render([{"logline": "a"}], "ndjson") == b'{"logline":"a"}\n'
+    items = [{"logline": "a"}, {"logline": "\\xff", "raw_b64": "/w=="}, {"date": "x"}, {"logline": "x\ny"}]
+    assert render(items, "raw") == (b'a\n\xff\n{"date":"x"}\nx\\ny\n', [])
+    assert render([{"logline": "a"}], "ndjson") == (b'{"logline":"a"}\n', [])
+
+
+def test_raw_b64_is_honoured_only_when_it_is_the_line_shown() -> None:
+    """A pushed item cannot forge a second line, or bytes other than its logline, into a raw
+    file: raw_b64 that holds a newline, does not decode, or is not what logline shows is
+    ignored and the logline is written escaped."""
+    import base64
+
+    forged = base64.b64encode(b"innocent\n\x1b[31mFORGED admin login\x1b[0m").decode()
+    items = [{"logline": "innocent", "raw_b64": forged},
+             {"logline": "x", "raw_b64": "not base64!"},
+             {"logline": "shown", "raw_b64": base64.b64encode(b"hidden").decode()}]
+    data, bad = render(items, "raw")
+    assert data == b"innocent\nx\nshown\n" and bad == []
+
+
+def test_an_item_that_cannot_be_encoded_is_set_aside_not_the_batch() -> None:
+    data, bad = render([{"logline": "a"}, {"n": 99999999999999999999}, {"logline": "b"}], "ndjson")
+    assert data == b'{"logline":"a"}\n{"logline":"b"}\n'
+    assert len(bad) == 1 and bad[0][0] == {"n": 99999999999999999999} and "JSON" in bad[0][1]
 
 
 def test_unacknowledged_write_is_cut_off_before_the_batch_is_written_again(

@@ -502,3 +502,39 @@ def test_stop_after_a_commit_whose_reply_was_lost_pushes_nothing_twice(r: redis.
     finally:
         flags.stop = True
         proxy.close()
+
+
+def test_messages_stay_under_the_cap_and_a_small_bulk_limit(tmp_path: Path) -> None:
+    """Lines near max_line_bytes make messages of their own, never one message over the cap;
+    with a Redis whose proto-max-bulk-len is 1 MB, three 600 KB lines no longer make a message
+    it refuses (and retries forever, holding back every other file)."""
+    from tests.support.servers import RedisServer
+
+    server = RedisServer(tmp_path / "redis", None, "--proto-max-bulk-len", "1mb").start()
+    try:
+        r = server.client()
+        big, small = tmp_path / "big.log", tmp_path / "small.log"
+        big.write_bytes(b"".join(bytes([97 + n]) * 600_000 + b"\n" for n in range(3)))
+        small.write_text("".join(f"small {n}\n" for n in range(10)))
+        w = start(r, make(tmp_path / "*.log"))
+        step(w)
+        raws = r.lrange(K.queue("out"), 0, -1)
+        assert max(map(len, raws)) < 1024 * 1024
+        lines = [i["logline"] for raw in raws for i in message.decode(raw, 1 << 24)]
+        assert sorted(lines) == sorted([chr(97 + n) * 600_000 for n in range(3)] +
+                                       [f"small {n}" for n in range(10)])
+        stop(w)
+        huge = tmp_path / "huge.log"
+        huge.write_bytes(b"".join(b"%d" % n + b"y" * 999_000 + b"\n" for n in range(70)))
+        r.delete(K.queue("out"))
+        w = start(r, make(huge))
+        while w.pump():  # what run() does: pump again while there is more to read
+            pass
+        w.flush_due(force=True)
+        raws = r.lrange(K.queue("out"), 0, -1)
+        assert len(raws) == 70 and all(len(raw) < 1_100_000 for raw in raws)
+        assert [len(i["logline"]) for raw in raws for i in message.decode(raw, 1 << 24)] == \
+            [len(b"%d" % n) + 999_000 for n in range(70)]
+        stop(w)
+    finally:
+        server.stop()

@@ -255,6 +255,28 @@ def test_parser_fans_out_routes_others_and_dead_letters_raisers(tmp_path: Path) 
     assert dead["item"]["logline"] == "boom" and "Traceback" in dead["detail"]
 
 
+def test_poison_values_set_aside_one_record_not_the_batch() -> None:
+    """An access line with a size beyond 64 bits, and a JSON line nested deeper than encoding
+    allows: each is dead-lettered alone, the real downloads beside them go on (before, the
+    whole batch failed to encode, crashed the parser three times and was dead-lettered)."""
+    good = ('192.0.2.1 - - [10/Oct/2024:13:55:36 +0200] "GET /bitstream/handle/1/2/f.pdf HTTP/1.1" '
+            '200 {size} "-" "Mozilla/5.0"')
+    items = [{"service": "s", "src": "f", "off": n, "logline": good.format(size=size)}
+             for n, size in enumerate(["1234", "99999999999999999999", "5678"])]
+    process = make_processor(plugin_mod.load("accesslog"), _parser_opts(), "w")
+    outcome = process(items, "in")
+    assert [r["bytes"] for r in orjson.loads(outcome.pushes[0][1])] == [1234, 5678]
+    assert len(outcome.dead) == 1 and "out of range" in orjson.loads(outcome.dead[0])["reason"]
+
+    nested = "[" * 300 + "]" * 300
+    lines = ['{"a": 1}', '{"deep": ' + nested + '}', '{"b": 2}']
+    items = [{"service": "s", "src": "f", "off": n, "logline": line} for n, line in enumerate(lines)]
+    outcome = make_processor(plugin_mod.load("jsonlines"), _parser_opts(), "w")(items, "in")
+    assert [r.get("a", r.get("b")) for r in orjson.loads(outcome.pushes[0][1])] == [1, 2]
+    dead = orjson.loads(outcome.dead[0])
+    assert "cannot be encoded" in dead["reason"] and dead["item"]["off"] == 1
+
+
 def test_hanging_plugin_is_cut_off_by_the_time_limit(tmp_path: Path) -> None:
     (tmp_path / "slow.py").write_text(
         "import time\n"
