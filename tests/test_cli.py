@@ -186,3 +186,38 @@ def test_status_dlq_reap_and_backfill_see_every_redis_server(write_cfg, r: redis
         assert [i.get("logline") for i in items[-2:]] == ["a", "b"] and not r.exists(K.queue("qb"))
     finally:
         second.stop()
+
+
+def test_backfill_stopped_midway_splits_no_line(write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    """Interrupted (SIGINT) and run again: every line once, none cut in two (a partial line is
+    flushed only at the end of the file)."""
+    from pipeline.core.keys import Keys
+    from pipeline.core.lifecycle import Flags
+    from pipeline.sources import watcher as watcher_mod
+    from pipeline.sources.backfill import backfill
+
+    class StopAfterFirstPump(Flags):
+        looks = 0
+
+        @property  # type: ignore[override]
+        def stop(self) -> bool:
+            self.looks += 1
+            return self.looks > 1
+
+        @stop.setter
+        def stop(self, value: bool) -> None:
+            pass
+
+    old = tmp_path / "access.log.1"
+    old.write_text("".join(f"seq={n} " + "x" * (n % 37) + "\n" for n in range(20_000)))
+    budget = watcher_mod.READ_BUDGET
+    watcher_mod.READ_BUDGET = 4093  # reads end inside lines
+    try:
+        first = backfill(r, Keys(), [str(old)], "raw", "svc", StopAfterFirstPump(), progress=False)
+        assert 0 < first < 20_000
+        second = backfill(r, Keys(), [str(old)], "raw", "svc", Flags(), progress=False)
+    finally:
+        watcher_mod.READ_BUDGET = budget
+    items = [i for raw in r.lrange(K.queue("raw"), 0, -1) for i in message.decode(raw, 1 << 30)]
+    assert first + second == 20_000 and not any(i.get("partial") for i in items)
+    assert [i["logline"] for i in items] == [f"seq={n} " + "x" * (n % 37) for n in range(20_000)]

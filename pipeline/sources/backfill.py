@@ -44,8 +44,9 @@ def backfill(
             sys.stderr.write(f"\r[{bar:<30}] {100 * done / total:5.1f}%  {watcher.lines_pushed} lines")
         if not got:
             break
-    for tail in watcher.tails.values():
-        tail.flush_partial()
+    if not flags.stop:  # at the end of the files: a last line without newline is a line
+        for tail in watcher.tails.values():
+            tail.flush_partial()
     watcher.first_pending_at = 0.0
     watcher.flush_due(force=True)
     if progress:
