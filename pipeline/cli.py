@@ -115,9 +115,34 @@ def _load_plugins(cfg: Config) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args, warn=True)
     _load_plugins(cfg)
+    for line in _check_servers(cfg):
+        print(f"loglines: {line}", file=sys.stderr)
     workers = [p.name for p in cfg.programs.values() if p.type]
     print(f"{cfg.path}: OK ({len(workers)} workers: {', '.join(workers) or 'none'})")
     return 0
+
+
+def _check_servers(cfg: Config) -> list[str]:
+    """What each Redis server of the pipeline would mean for the guarantees (warnings); an
+    evicting or too old server is an error."""
+    from dataclasses import replace
+
+    from pipeline.core.connection import CONNECTION_ERRORS, UnfitServer, check_server, connect
+
+    out = []
+    for rc in cfg.servers():
+        try:
+            client = connect(replace(rc, socket_timeout=2.0, block_timeout=1.0))
+            out += [f"warning: [{rc.name}]: {w}" for w in check_server(client)]
+        except UnfitServer as exc:
+            raise ConfigError(str(exc), file=str(cfg.path), section=rc.name) from None
+        except CONNECTION_ERRORS as exc:
+            if rc.embedded:
+                out.append(f"[{rc.name}]: the embedded Redis is not running (loglines up starts it)")
+            else:
+                out.append(f"warning: [{rc.name}]: not reachable now ({exc}); its settings are "
+                           "checked again when the workers start")
+    return out
 
 
 def cmd_supervisord_config(args: argparse.Namespace) -> int:

@@ -163,7 +163,7 @@ def test_status_dlq_reap_and_backfill_see_every_redis_server(write_cfg, r: redis
         status = orjson.loads(capsys.readouterr().out)
         assert status["queues"]["qb"] == 2 and status["queues"]["qa"] == 0
         assert status["dead_letters"] == 3 and status["failed"] == 1
-        assert status["redis"]["redis_b"] == {"dead_letters": 2, "failed": 1}
+        assert status["redis"]["redis_b"] == {"dead_letters": 2, "failed": 1, "warnings": []}
 
         assert main(["-c", cfg, "dlq", "list"]) == 0
         listing = capsys.readouterr().out.splitlines()
@@ -221,3 +221,24 @@ def test_backfill_stopped_midway_splits_no_line(write_cfg, tmp_path: Path, r: re
     items = [i for raw in r.lrange(K.queue("raw"), 0, -1) for i in message.decode(raw, 1 << 30)]
     assert first + second == 20_000 and not any(i.get("partial") for i in items)
     assert [i["logline"] for i in items] == [f"seq={n} " + "x" * (n % 37) for n in range(20_000)]
+
+
+def test_check_refuses_an_evicting_redis_and_names_one_without_persistence(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.servers import RedisServer
+
+    server = RedisServer(tmp_path / "redis", None, "--maxmemory-policy", "allkeys-lru").start()
+    try:
+        cfg = tmp_path / "loglines.cfg"
+        cfg.write_text(f"[supervisor]\npassword = x\n[redis]\nurl = {server.url}\n"
+                       "[worker_b]\ntype = broker\nlistento = a\nfanout = b\n")
+        assert main(["-c", str(cfg), "check"]) == 1
+        assert "section [redis]: Redis evicts keys (maxmemory-policy allkeys-lru)" in capsys.readouterr().err
+        client = server.client()
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("appendonly", "no")
+        assert main(["-c", str(cfg), "check"]) == 0
+        assert "warning: [redis]: Redis keeps no append-only file" in capsys.readouterr().err
+        assert main(["-c", str(cfg), "status"]) == 0
+        assert "[redis]: Redis keeps no append-only file" in capsys.readouterr().out
+    finally:
+        server.stop()

@@ -16,6 +16,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from pipeline.config import RedisConfig
+from pipeline.errors import LoglinesError
 
 #: What a lost or stalled Redis raises; workers back off and retry on these.
 CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
@@ -74,3 +75,30 @@ def _sentinel_master(url: str, cfg: RedisConfig, common: dict[str, object]) -> r
     sentinel = Sentinel(hosts, sentinel_kwargs=dict(common), **common)
     return sentinel.master_for(path[0], db=db, password=password)
 
+
+
+MIN_REDIS = (6, 2, 0)
+
+
+class UnfitServer(LoglinesError):
+    """The Redis server would lose work behind the workers' backs (or is too old): refuse."""
+
+
+def check_server(client: redis.Redis) -> list[str]:
+    """Refuse a Redis that may evict keys (queues, offsets and heartbeats would vanish without
+    an error anywhere) or is older than 6.2; the warnings for what it may forget in a crash."""
+    server = client.info("server")
+    version = tuple(int(p) for p in str(server["redis_version"]).split(".")[:3])
+    if version < MIN_REDIS:
+        raise UnfitServer(f"Redis {'.'.join(map(str, version))} is too old: BLMOVE needs 6.2")
+    policy = str(client.info("memory").get("maxmemory_policy", "noeviction"))
+    if policy != "noeviction":
+        raise UnfitServer(f"Redis evicts keys (maxmemory-policy {policy}): queues, saved offsets and "
+                          "heartbeats would vanish without an error; set maxmemory-policy noeviction")
+    warnings = []
+    persistence = client.info("persistence")
+    if not int(persistence.get("aof_enabled", 0)):
+        warnings.append("Redis keeps no append-only file: a crash of Redis forgets what was "
+                        "acknowledged since its last snapshot (appendonly yes, appendfsync always "
+                        "keeps it)")
+    return warnings

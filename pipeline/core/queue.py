@@ -26,13 +26,12 @@ from redis.client import Pipeline
 
 from pipeline.config import RedisConfig
 from pipeline.core import message
+from pipeline.core.connection import check_server
 from pipeline.core.keys import Keys
 from pipeline.core.stats import Stats
 from pipeline.errors import PayloadError
 
 log = logging.getLogger(__name__)
-
-MIN_REDIS = (6, 2, 0)
 
 
 @dataclass
@@ -78,10 +77,10 @@ class Consumer:
         self._check_own = True
 
     def start(self) -> None:
-        """Say we are alive, then register (a reaper never sees us registered but dead)."""
-        version = tuple(int(p) for p in str(self.client.info("server")["redis_version"]).split(".")[:3])
-        if version < MIN_REDIS:
-            raise RuntimeError(f"Redis {'.'.join(map(str, version))} is too old: BLMOVE needs 6.2")
+        """Check the server, say we are alive, then register (a reaper never sees us registered
+        but dead)."""
+        for warning in check_server(self.client):
+            log.warning("%s: %s", self.id, warning)
         self.beat()
         self.client.hset(self.keys.consumers, self.id, self.queue_key)
 

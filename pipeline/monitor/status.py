@@ -9,6 +9,7 @@ import redis
 
 from pipeline import registry
 from pipeline.config import Config, ProgramConfig
+from pipeline.core.connection import UnfitServer, check_server
 from pipeline.core.keys import Keys
 from pipeline.ops.control import process_states
 
@@ -45,8 +46,12 @@ def collect(cfg: Config, clients: dict[str, redis.Redis]) -> dict[str, Any]:
         for m in range(minute - 5, minute):
             for worker, count in client.hgetall(keys.rate(m)).items():
                 recent[worker.decode()] = recent.get(worker.decode(), 0) + int(count)
+        try:
+            problems = check_server(client)
+        except UnfitServer as exc:
+            problems = [f"ERROR: {exc}"]
         servers[server] = {"dead_letters": int(client.llen(keys.dead_letters)),
-                           "failed": int(client.llen(keys.failed))}
+                           "failed": int(client.llen(keys.failed)), "warnings": problems}
     states = process_states(cfg)
     workers = {}
     for name, program in cfg.programs.items():
@@ -96,6 +101,8 @@ def render(status: dict[str, Any]) -> str:
     out += ["", "CONSUMER                                   QUEUE          ALIVE  IN-FLIGHT"]
     for cid, c in status["consumers"].items():
         out.append(f"{cid:<42} {c['queue']:<14} {'yes' if c['alive'] else 'NO':<6} {c['in_flight']:>9}")
+    for server, info in status.get("redis", {}).items():
+        out += [f"[{server}]: {w}" for w in info.get("warnings", [])]
     out += ["", f"in flight: {status['in_flight']}   dead letters: {status['dead_letters']}   "
                 f"failed tracker requests: {status['failed']}"]
     return "\n".join(out)

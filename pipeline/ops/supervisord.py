@@ -168,8 +168,9 @@ def _redis_conf(cfg: Config, redis_cfg: RedisConfig) -> str:
         lines += [f"unixsocket {redis_cfg.unix_socket}", "unixsocketperm 700"]
     if redis_cfg.password:
         lines.append(f"requirepass {redis_cfg.password}")
+    lines.append("maxmemory-policy noeviction")  # never drop a queue, an offset or a heartbeat
     if redis_cfg.maxmemory:
-        lines += [f"maxmemory {redis_cfg.maxmemory}", "maxmemory-policy noeviction"]
+        lines.append(f"maxmemory {redis_cfg.maxmemory}")
     return "\n".join(lines) + "\n"
 
 

@@ -21,7 +21,7 @@ from pipeline.config import Config, ProgramConfig, RedisConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
 from pipeline.core import failpoint
-from pipeline.core.connection import REDIS_ERRORS, connect
+from pipeline.core.connection import REDIS_ERRORS, check_server, connect
 from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags
 from pipeline.core.logsetup import safe
@@ -80,6 +80,8 @@ class Watcher:
     # -- files -------------------------------------------------------------------------
 
     def load_state(self) -> None:
+        for warning in check_server(self.client):
+            log.warning("%s: %s", self.name, warning)
         self.saved = {
             k.decode(): FileState.loads(v) for k, v in self.client.hgetall(self.offsets_key).items()
         }

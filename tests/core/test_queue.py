@@ -213,3 +213,28 @@ def test_gathered_messages_are_handed_back_and_reaped_in_order(r: redis.Redis) -
     assert [orjson.loads(x)[0]["n"] for x in r.lrange(K.queue("in"), 0, -1)] == [0, 1, 2, 3]
     restarted = consumer(r, "h/gather")
     assert restarted.take() is not None  # nothing of its own left: a fresh message
+
+
+def test_a_redis_that_evicts_is_refused_and_one_without_persistence_is_named(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """On allkeys-lru, queues, offsets and heartbeats were evicted with no error anywhere."""
+    from pipeline.core.connection import UnfitServer, check_server
+    from tests.support.servers import RedisServer
+
+    server = RedisServer(tmp_path / "evicting", None, "--maxmemory-policy", "allkeys-lru").start()
+    try:
+        client = server.client()
+        with pytest.raises(UnfitServer, match="maxmemory-policy allkeys-lru"):
+            check_server(client)
+        consumer = Consumer(client, RedisConfig(url=server.url, embedded=False), "q", "c", "w")
+        with pytest.raises(UnfitServer):
+            consumer.start()
+        assert not client.exists(K.heartbeat("c"))  # never registered
+        client.config_set("maxmemory-policy", "volatile-ttl")
+        with pytest.raises(UnfitServer, match="volatile-ttl"):
+            check_server(client)
+        client.config_set("maxmemory-policy", "noeviction")
+        assert check_server(client) == []  # the test servers keep an append-only file
+        client.config_set("appendonly", "no")
+        assert any("append-only file" in w for w in check_server(client))
+    finally:
+        server.stop()
