@@ -21,7 +21,7 @@ def collect(cfg: Config, clients: dict[str, redis.Redis]) -> dict[str, Any]:
     consumers: dict[str, dict[str, Any]] = {}
     totals: dict[str, int] = {}
     recent: dict[str, int] = {}
-    servers: dict[str, dict[str, int]] = {}
+    servers: dict[str, dict[str, Any]] = {}
     minute = int(time.time() // 60)
     for server, client in clients.items():
         keys = Keys(cfg.redis[server].prefix)
