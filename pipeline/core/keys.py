@@ -34,6 +34,11 @@ class Keys:
         """A key with a TTL that exists while the consumer is alive."""
         return self._key("hb", consumer)
 
+    def stopping(self, consumer: str) -> str:
+        """Exists while a consumer that was asked to stop is on its way out: should it be
+        killed before it handed its batch back, that batch is not counted towards poison."""
+        return self._key("stopping", consumer)
+
     @property
     def consumers(self) -> str:
         """Hash: consumer id -> the queue its in-flight batches belong to."""

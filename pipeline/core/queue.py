@@ -58,6 +58,10 @@ class Outcome:
     extra: Callable[[Pipeline], None] | None = None  # more commands in the same MULTI
 
 
+#: How long a "stopping" mark is kept for a process that was killed on its way out.
+STOPPING_TTL = 7 * 86400
+
+
 class Consumer:
     def __init__(
         self,
@@ -120,8 +124,18 @@ class Consumer:
             self._add(delivery, more)
         return delivery
 
+    def mark_stopping(self) -> None:
+        """A stop was requested: should this process be killed before it hands its batch back
+        (supervisord's SIGKILL after stopwaitsecs), the batch was not what killed it."""
+        self.client.set(self.keys.stopping(self.id), b"1", ex=STOPPING_TTL)
+
     def _recover(self, raws: list[bytes]) -> Delivery | None:
-        """A previous process died holding these: count the recovery, dead-letter poison."""
+        """A previous process died holding these: count the recovery (unless it had been asked
+        to stop, so was killed rather than crashed), dead-letter poison."""
+        if self.client.delete(self.keys.stopping(self.id)):
+            log.warning("%s: taking back %d in-flight message(s) of a stopped process (no recovery "
+                        "counted: it was killed, not crashed)", self.id, len(raws))
+            return self._delivery(raws, 0)
         counts = [int(self.client.hincrby(self.keys.recoveries, message.digest(r), 1)) for r in raws]
         log.warning("recovering %d in-flight message(s) of %s (recovery %d)", len(raws), self.id, max(counts))
         poison = [r for r, n in zip(raws, counts, strict=True) if n >= self.cfg.max_recoveries]
@@ -166,7 +180,9 @@ class Consumer:
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.watch(self.inflight_key)
-                if pipe.llen(self.inflight_key) == 0:
+                # only this consumer adds to its list, so it holds this delivery whole or was
+                # reaped (emptied) since a part of it was taken: then a part may be done elsewhere
+                if pipe.llen(self.inflight_key) != len(delivery.raws):
                     log.warning("%s: in-flight batch already acknowledged or reaped; results dropped", self.id)
                     return False
                 pipe.multi()
@@ -197,4 +213,4 @@ class Consumer:
 
     def stop(self) -> None:
         """Leave cleanly: no heartbeat (our in-flight list is empty or handed back)."""
-        self.client.delete(self.heartbeat_key)
+        self.client.delete(self.heartbeat_key, self.keys.stopping(self.id))

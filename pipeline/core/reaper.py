@@ -46,19 +46,20 @@ def reap(client: redis.Redis, cfg: RedisConfig, me: str = "") -> ReapResult:
 def _reap_one(
     client: redis.Redis, cfg: RedisConfig, keys: Keys, consumer: str, queue_key: str
 ) -> str:
-    inflight, heartbeat = keys.inflight(consumer), keys.heartbeat(consumer)
+    inflight, heartbeat, stopping = keys.inflight(consumer), keys.heartbeat(consumer), keys.stopping(consumer)
     try:
         with client.pipeline(transaction=True) as pipe:
-            pipe.watch(heartbeat, inflight)
+            pipe.watch(heartbeat, inflight, stopping)
             if pipe.exists(heartbeat):
                 return "alive"
             raws = pipe.lrange(inflight, 0, -1)
             if not raws:
                 return "idle"
             shas = [message.digest(raw) for raw in raws]
-            counts = [int(pipe.hget(keys.recoveries, sha) or 0) + 1 for sha in shas]
+            stopped = bool(pipe.exists(stopping))  # killed on its way out: not the batch's fault
+            counts = [int(pipe.hget(keys.recoveries, sha) or 0) + (0 if stopped else 1) for sha in shas]
             pipe.multi()
-            pipe.delete(inflight)
+            pipe.delete(inflight, stopping)
             outcome = "requeued"
             for raw, sha, count in reversed(list(zip(raws, shas, counts, strict=True))):
                 if count >= cfg.max_recoveries:
@@ -69,7 +70,8 @@ def _reap_one(
                     outcome = "dead"
                 else:
                     pipe.lpush(queue_key, raw)  # back to the head, in their order
-                    pipe.hset(keys.recoveries, sha, count)
+                    if count:
+                        pipe.hset(keys.recoveries, sha, count)
             pipe.execute()
     except redis.WatchError:
         return "raced"

@@ -37,15 +37,22 @@ def consumer_id(name: str) -> str:
 class Heartbeat(threading.Thread):
     """Refreshes the heartbeat key while the process lives (even during a long batch)."""
 
-    def __init__(self, consumer: Consumer, ttl: int) -> None:
+    def __init__(self, consumer: Consumer, ttl: int, flags: Flags) -> None:
         super().__init__(name="heartbeat", daemon=True)
-        self.consumer, self.interval = consumer, max(1.0, ttl / 3)
+        self.consumer, self.interval, self.flags = consumer, max(1.0, ttl / 3), flags
         self.done = threading.Event()
 
     def run(self) -> None:
-        while not self.done.wait(self.interval):
+        marked = False
+        next_beat = time.monotonic() + self.interval
+        while not self.done.wait(0.2):
             try:
-                self.consumer.beat()
+                if self.flags.stop and not marked:
+                    self.consumer.mark_stopping()  # from here on a kill is a stop, not a crash
+                    marked = True
+                if time.monotonic() >= next_beat:
+                    self.consumer.beat()
+                    next_beat = time.monotonic() + self.interval
             except REDIS_ERRORS as exc:  # never let the heartbeat die while the worker lives
                 log.warning("heartbeat failed: %s", exc)
 
@@ -79,7 +86,7 @@ def run_consumer(
     client = client or connect(rcfg)
     consumer = Consumer(client, rcfg, queue, consumer_id(program.name), program.name)
     handler = make_handler(consumer, flags)
-    heartbeat = Heartbeat(consumer, rcfg.heartbeat_ttl)
+    heartbeat = Heartbeat(consumer, rcfg.heartbeat_ttl, flags)
     outage = Outage(consumer.id, flags)
     started = False
     next_reap = 0.0

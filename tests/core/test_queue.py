@@ -238,3 +238,45 @@ def test_a_redis_that_evicts_is_refused_and_one_without_persistence_is_named(tmp
         assert any("append-only file" in w for w in check_server(client))
     finally:
         server.stop()
+
+
+def test_ack_refused_when_the_batch_was_reaped_between_gathered_messages(r: redis.Redis) -> None:
+    """Reaped after its first message was taken, the consumer gathered a second one: the first
+    went back to the queue (someone else does it), so acknowledging both would do it twice."""
+    for n in range(2):
+        push(r, "in", [{"n": n}])
+    c = consumer(r, "h/gather")
+    d = c.take(gather_items=2, linger=0.5)
+    assert d is not None and len(d.raws) == 2
+    first = r.lpop(K.inflight("h/gather"))  # what a reaper did to the first message meanwhile
+    r.lpush(K.queue("in"), first)
+    assert not c.ack(d, Outcome(pushes=[("out", b"[]")], count=2))
+    assert r.llen(K.queue("out")) == 0 and r.llen(K.inflight("h/gather")) == 1
+
+
+def test_a_stopped_worker_killed_on_its_way_out_counts_no_recovery(r: redis.Redis) -> None:
+    """supervisord SIGKILLs a worker that outstays stopwaitsecs (Elasticsearch hanging, say):
+    that is a stop, not a crash, so the healthy batch it held is never dead-lettered as poison
+    however often it happens; a crash still counts."""
+    push(r, "in", [{"n": 1}])
+    for _ in range(CFG.max_recoveries + 2):
+        c = consumer(r, "h/idx")
+        d = c.take()
+        assert d is not None and d.recovered == 0
+        c.mark_stopping()  # SIGTERM seen; then SIGKILL before the batch was handed back
+    assert r.llen(K.dead_letters) == 0 and not r.hgetall(K.recoveries)
+    d = consumer(r, "h/idx").take()  # the last stopped one's batch, taken back: then crashes
+    assert d is not None and d.recovered == 0
+    for attempt in range(1, CFG.max_recoveries):
+        c = consumer(r, "h/idx")
+        d = c.take()
+        assert d is not None and d.recovered == attempt
+    assert consumer(r, "h/idx").take() is None and r.llen(K.dead_letters) == 1
+
+    push(r, "in", [{"n": 2}])  # the reaper honours the mark too
+    c = consumer(r, "h/other")
+    assert c.take() is not None
+    c.mark_stopping()
+    r.delete(K.heartbeat("h/other"))
+    assert reap(r, CFG).requeued == 1 and not r.hgetall(K.recoveries)
+    assert not r.exists(K.stopping("h/other"))

@@ -88,3 +88,76 @@ def test_22_lines_near_a_megabyte_each_travel_in_messages_of_their_own(
         pipe.check(scenario, note="one message per line")
     finally:
         pipe.stop()
+
+
+def test_23_elasticsearch_hanging_the_indexer_stops_in_time_and_kills_count_no_recovery(
+        redis_server: RedisServer, r, es_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A node that takes the bulk request and never answers: SIGTERM stops the indexer within
+    stopwaitsecs (its request_timeout must end 5 s within it); three times supervisord's
+    SIGKILL comes first (a stop, not a crash: no recovery counted), and when the node answers
+    again every record is indexed once, none dead-lettered as poison."""
+    import signal
+    import textwrap
+
+    from elasticsearch import Elasticsearch
+
+    from pipeline.core import message
+    from pipeline.core.keys import Keys
+    from tests.support.faults import es_seen
+    from tests.support.procs import Worker
+    from tests.support.proxy import BlackHole
+
+    scenario = Scenario("23 Elasticsearch hangs: indexer stopped, killed 3x")
+    hole = BlackHole()
+    index = f"hang-{os.getpid()}"
+    cfg = tmp_path / "loglines.cfg"
+
+    def write_cfg(hosts: str) -> None:
+        cfg.write_text(textwrap.dedent(f"""
+            [redis]
+            url = {redis_server.url}
+            heartbeat_ttl = 3
+            [worker_es]
+            type = esindexer
+            listento = docs
+            hosts = {hosts}
+            index = {index}
+            request_timeout = 10
+            stopwaitsecs = 15
+        """))
+
+    write_cfg(hole.url)
+    keys = Keys()
+    r.rpush(keys.queue("docs"), message.encode([{"seq": n, "service": "t", "src": "s", "off": n}
+                                               for n in range(100)]))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    es = Elasticsearch(es_url, request_timeout=30)
+    try:
+        worker = Worker(cfg, "worker_es", logs).start()
+        wait_for(lambda: hole.requests >= 1, what="the bulk request sent into the hole")
+        started = time.monotonic()
+        assert worker.proc is not None
+        worker.proc.send_signal(signal.SIGTERM)
+        assert worker.proc.wait(timeout=30) == 0
+        took = time.monotonic() - started
+        assert took < 15, f"the indexer outstayed stopwaitsecs: {took:.1f}s"
+        for kill in range(3):  # stopped, but SIGKILLed before it handed its batch back
+            seen = hole.requests
+            worker = Worker(cfg, "worker_es", logs).start()
+            wait_for(lambda s=seen: hole.requests > s, what=f"bulk request {kill + 2} in the hole")
+            worker.proc.send_signal(signal.SIGTERM)
+            time.sleep(1)
+            worker.kill(signal.SIGKILL)
+        assert r.llen(keys.dead_letters) == 0 and not r.hgetall(keys.recoveries)
+        write_cfg(es_url)
+        worker = Worker(cfg, "worker_es", logs).start()
+        wait_for(lambda: len(es_seen(es, index, "seq")) >= 100, timeout=60, what="100 documents")
+        time.sleep(1)
+        worker.stop()
+        assert r.llen(keys.dead_letters) == 0
+        scenario.check("es", es_seen(es, index, "seq"), 100, note=f"SIGTERM to exit {took:.1f}s")
+    finally:
+        hole.close()
+        es.options(ignore_status=404).indices.delete(index=index)
+        es.close()

@@ -118,3 +118,41 @@ class FaultProxy:
             yield
         finally:
             self.mode = "pass"
+
+
+class BlackHole:
+    """A server on 127.0.0.1 that accepts connections, reads what comes, and never answers
+    (a node that takes a bulk request and hangs)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = int(self.listener.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests = 0
+        self._socks: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self._socks.append(conn)
+            threading.Thread(target=self._swallow, args=(conn,), daemon=True).start()
+
+    def _swallow(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            if conn.recv(65536):
+                self.requests += 1
+            while conn.recv(65536):
+                pass
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.close()
+        for sock in self._socks:
+            with contextlib.suppress(OSError):
+                sock.close()
