@@ -67,6 +67,8 @@ class Component:
     blocking: tuple[str, ...] = ()
     #: checks the options against the worker's Redis settings (sizes that must fit in a message)
     validate: Callable[[Any, RedisConfig, Section], None] | None = None
+    #: option keys naming what only one worker of this type may use (a file logger's file)
+    exclusive: tuple[str, ...] = ()
 
     def queues(self, options: object) -> list[str]:
         """The queue names this worker's options name, read first, then written."""

@@ -147,8 +147,25 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
                 file=str(cfg_path),
                 section=name,
             )
+    _check_exclusive(cfg_path, programs)
     return Config(cfg_path, base, var_dir, tuple(_resolve(base, p) for p in paths.plugins),
                   paths.log_level, supervisor, redis, programs, tuple(warnings), parser)
+
+
+def _check_exclusive(path: Path, programs: dict[str, ProgramConfig[Any]]) -> None:
+    """What only one worker may use (a file logger's output file): two sections naming it would
+    cut each other's acknowledged lines."""
+    owners: dict[tuple[str, str, str], str] = {}
+    for name, program in programs.items():
+        if not program.type:
+            continue
+        for key in registry.get(program.type).exclusive:
+            value = os.path.realpath(str(getattr(program.options, key)))
+            other = owners.setdefault((program.type, key, value), name)
+            if other != name:
+                raise ConfigError(f"[{other}] already writes {value}: two {program.type}s on one "
+                                  "file cut each other's lines", file=str(path), section=name,
+                                  key=key, value=str(getattr(program.options, key)))
 
 
 def _resolve(base: Path, value: str) -> Path:

@@ -67,6 +67,10 @@ class Keys:
         """Hash: file identity -> saved position of a watcher (or a backfill)."""
         return self._key("offsets", watcher)
 
+    def truncated(self, watcher: str) -> str:
+        """List: where a watcher's files were when they were truncated (for copytruncate's copy)."""
+        return self._key("truncated", watcher)
+
     def filelog(self, worker: str) -> str:
         """Hash: output file -> size acknowledged by a file logger."""
         return self._key("filelog", worker)

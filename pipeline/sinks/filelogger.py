@@ -10,8 +10,11 @@ waited out: the partial write is cut off and the batch retried, never acknowledg
 from __future__ import annotations
 
 import base64
+import fcntl
+import hashlib
 import logging
 import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +34,7 @@ from pipeline.core.message import Item
 from pipeline.core.queue import Consumer, Delivery, Outcome
 from pipeline.core.retry import Retry
 from pipeline.core.worker import Handler, run_consumer
+from pipeline.errors import LoglinesError
 from pipeline.registry import Component, Section, resolve_paths
 
 
@@ -91,33 +95,86 @@ def _exact_bytes(item: Item, line: object) -> bytes | None:
     return raw
 
 
+TAIL_BYTES = 64  # the last bytes of what was acknowledged, to recognise the file after a rotation
+
+
 class FileLog:
+    """One output file: written whole or not at all, locked against a second writer, cut back
+    to what was acknowledged before a batch is written again."""
+
     def __init__(self, name: str, opts: FileLoggerOptions, client: redis.Redis, keys: Keys) -> None:
         self.name, self.opts, self.client = name, opts, client
-        self.state_key, self.path = keys.filelog(name), opts.logfile
+        # per host: the same section on two machines writes two local files
+        self.state_key, self.path = keys.filelog(f"{socket.gethostname()}/{name}"), opts.logfile
+        self.old_state_key = keys.filelog(name)  # before the host was part of the key
         self.fd = -1
 
     def open(self) -> None:
+        """(Re)open the file at our path, and lock it: a second writer would cut our lines."""
         if self.fd >= 0:
-            os.close(self.fd)
+            os.close(self.fd)  # our lock on the old file goes with it
+            self.fd = -1
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LoglinesError(f"{self.name}: another process writes {self.path} (it holds the "
+                                "file's lock): two file loggers would cut each other's lines") from None
+        self.fd = fd
 
     def committed(self) -> dict[str, Any] | None:
-        raw = self.client.hget(self.state_key, self.path)
+        raw = self.client.hget(self.state_key, self.path) or self.client.hget(self.old_state_key, self.path)
         return orjson.loads(raw) if raw else None
 
     def trim(self) -> None:
-        """Cut off what was written but never acknowledged (a crash, a lost reply)."""
+        """Cut off what was written but never acknowledged (a crash, a lost reply), in the file
+        it was written to: the one at our path, or the one logrotate renamed it to, or the copy
+        copytruncate made of it."""
         if self.fd < 0:
             self.open()
         st, saved = os.fstat(self.fd), self.committed()
-        if saved and saved["ino"] == st.st_ino and st.st_size > saved["size"]:
-            log.warning("%s: removing %d bytes of an unacknowledged batch from %s",
-                        self.name, st.st_size - saved["size"], safe(self.path))
-            os.ftruncate(self.fd, saved["size"])
+        if not saved:
+            return
+        if saved["ino"] == st.st_ino and st.st_size > saved["size"]:
+            self._cut(self.fd, self.path, st.st_size, saved["size"])
+            return
+        if saved["ino"] == st.st_ino and st.st_size >= saved["size"]:
+            return
+        for path in self._rotated(saved, st.st_ino):
+            fd = os.open(path, os.O_RDWR)
+            try:
+                size = os.fstat(fd).st_size
+                if size > saved["size"] and _tail(fd, saved["size"]) == saved.get("tail", _tail(fd, saved["size"])):
+                    self._cut(fd, path, size, saved["size"])
+            finally:
+                os.close(fd)
 
-    def write(self, data: bytes) -> dict[str, int]:
+    def _rotated(self, saved: dict[str, Any], current_ino: int) -> list[str]:
+        """Where the acknowledged file went: renamed (same inode), or copied (another file of
+        the folder named like ours, at least as long, ending the acknowledged part the same)."""
+        folder, base = os.path.dirname(self.path) or ".", os.path.basename(self.path)
+        found = []
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if not entry.is_file(follow_symlinks=False) or entry.path == self.path:
+                        continue
+                    if entry.inode() == saved["ino"] and saved["ino"] != current_ino:
+                        return [entry.path]
+                    if entry.name.startswith(base) and not entry.name.endswith((".gz", ".bz2", ".xz", ".zst")):
+                        found.append(entry.path)
+        except OSError:
+            return []
+        return found if "tail" in saved else []
+
+    def _cut(self, fd: int, path: str, size: int, keep: int) -> None:
+        log.warning("%s: removing %d bytes of an unacknowledged batch from %s", self.name,
+                    size - keep, safe(path))
+        os.ftruncate(fd, keep)
+
+    def write(self, data: bytes) -> dict[str, Any]:
         """Append ``data`` whole or not at all; the state to commit with the acknowledgement."""
         start = os.fstat(self.fd).st_size
         try:
@@ -130,10 +187,16 @@ class FileLog:
             os.ftruncate(self.fd, start)
             raise
         st = os.fstat(self.fd)
-        return {"ino": st.st_ino, "size": st.st_size}
+        return {"ino": st.st_ino, "size": st.st_size, "tail": _tail(self.fd, st.st_size)}
 
-    def save(self, pipe: Pipeline, state: dict[str, int]) -> None:
+    def save(self, pipe: Pipeline, state: dict[str, Any]) -> None:
         pipe.hset(self.state_key, self.path, orjson.dumps(state))
+
+
+def _tail(fd: int, end: int) -> str:
+    """A fingerprint of the bytes just before ``end``."""
+    start = max(0, end - TAIL_BYTES)
+    return hashlib.sha1(os.pread(fd, end - start, start)).hexdigest()
 
 
 def run(cfg: Config, program: ProgramConfig[FileLoggerOptions], flags: Flags) -> int:
@@ -141,6 +204,7 @@ def run(cfg: Config, program: ProgramConfig[FileLoggerOptions], flags: Flags) ->
 
     def make_handler(consumer: Consumer, flags: Flags) -> Handler:
         filelog = FileLog(program.name, opts, consumer.client, consumer.keys)
+        filelog.open()  # at start: a file another process writes stops this one here, saying so
         retry = Retry(program.name, flags, base=0.5, cap=30.0)
 
         def handle(delivery: Delivery) -> Outcome:
@@ -174,4 +238,5 @@ def prepare(values: dict[str, Any], section: Section) -> dict[str, Any]:
 
 COMPONENT = Component(
     "filelogger", "appends items to a file, exactly once", FileLoggerOptions, run,
-    single_process=True, reads=("listento",), original_command="logfromqueue.py", prepare=prepare)
+    single_process=True, reads=("listento",), original_command="logfromqueue.py", prepare=prepare,
+    exclusive=("logfile",))

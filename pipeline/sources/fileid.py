@@ -40,10 +40,13 @@ class FileState:
         return cls(**orjson.loads(raw))
 
     def advanced(self, fd: int, offset: int) -> FileState:
-        """This state moved to ``offset``, with the fingerprint grown if the file has."""
+        """This state moved to ``offset``, with the fingerprint grown if the file has (and still
+        begins as it did: not over the new content of a file truncated meanwhile)."""
         if self.fplen < FP_BYTES and offset > self.fplen:
-            fplen, fp = fingerprint(fd)
-            return replace(self, offset=offset, fplen=fplen, fp=fp, closed=False)
+            head = os.pread(fd, FP_BYTES, 0)
+            if hashlib.sha1(head[: self.fplen]).hexdigest() == self.fp or self.fplen == 0 and head:
+                return replace(self, offset=offset, fplen=len(head), fp=hashlib.sha1(head).hexdigest(),
+                               closed=False)
         return replace(self, offset=offset, closed=False)
 
 

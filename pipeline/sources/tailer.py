@@ -19,14 +19,16 @@ from __future__ import annotations
 import base64
 import bisect
 import codecs
+import hashlib
 import os
 import time
+from dataclasses import replace
 from itertools import accumulate
 
 import orjson
 
 from pipeline.core.message import Item
-from pipeline.sources.fileid import FileState
+from pipeline.sources.fileid import FP_BYTES, FileState
 
 CONTROL = [bytes([c]) for c in range(32) if c not in (9, 10)]  # JSON escapes these as \\u00XX
 MID = b',"loglines":["'
@@ -48,6 +50,8 @@ class Tail:
         self.pieces: list[Run | Odd] = []  # pending lines (read, not committed), in file order
         self.pending = 0  # how many lines the pieces hold
         self.orphan_since: float | None = None  # when the path stopped pointing here
+        self.waiting_for = ""  # the key of the file this one is a copy of, until it is truncated
+        self.head = b""  # the file's first bytes as read (its identity before any commit grew it)
         self.last_growth = time.monotonic()
         self._set_state(state)
 
@@ -60,6 +64,14 @@ class Tail:
     def key(self) -> str:
         return self.state.key
 
+    def identity(self) -> FileState:
+        """The state, fingerprinted on as many first bytes as this process has seen of the file
+        (a copy of it made before a commit grew the fingerprint is still recognised)."""
+        state = self.state
+        if len(self.head) > state.fplen and hashlib.sha1(self.head[: state.fplen]).hexdigest() == state.fp:
+            return replace(state, fplen=len(self.head), fp=hashlib.sha1(self.head).hexdigest())
+        return state
+
     @property
     def pending_bytes(self) -> int:
         """Bytes of the file read into complete lines and not committed yet."""
@@ -70,6 +82,8 @@ class Tail:
         """Read again from ``state.offset``, forgetting the lines pending in memory (the file
         was truncated, or Redis lost writes it had acknowledged)."""
         self.pos, self.buf, self.skip = state.offset, b"", None
+        if state.sid != self.state.sid:
+            self.head = b""
         self.pieces, self.pending = [], 0
         self.origin = state
         self._set_state(state)
@@ -79,6 +93,10 @@ class Tail:
         data = os.pread(self.fd, budget, self.pos)
         if not data:
             return 0
+        if len(self.head) < FP_BYTES:
+            head = os.pread(self.fd, FP_BYTES, 0)
+            if head.startswith(self.head):
+                self.head = head
         self.last_growth = time.monotonic()
         got = len(data)
         base = self.pos

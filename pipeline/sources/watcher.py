@@ -53,6 +53,7 @@ class WatcherOptions:
 log = logging.getLogger(__name__)
 
 READ_BUDGET = 1024 * 1024
+TRUNCATED_KEPT = 16
 BATCHES_PER_COMMIT = 8  # when catching up, up to this many full batches share one transaction
 
 
@@ -69,10 +70,12 @@ class Watcher:
         self.name, self.opts, self.client, self.keys, self.flags = name, opts, client, keys, flags
         self.queue_key = keys.queue(opts.pushto)
         self.offsets_key = keys.offsets(state_name or name)
+        self.truncated_key = keys.truncated(state_name or name)
         self.tails: dict[str, Tail] = {}
         self.saved: dict[str, FileState] = {}
         self.first_pending_at: float | None = None
         self.rescan_needed = False
+        self.truncated: list[FileState] = []  # files truncated lately, where they ended
         self.stats = Stats(client, keys, name)
         self.lines_pushed = 0
         self._refused: set[str] = set()
@@ -85,6 +88,7 @@ class Watcher:
         self.saved = {
             k.decode(): FileState.loads(v) for k, v in self.client.hgetall(self.offsets_key).items()
         }
+        self.truncated = [FileState.loads(v) for v in self.client.lrange(self.truncated_key, 0, -1)]
 
     def rescan(self, first: bool = False) -> None:
         found: dict[str, str] = {}
@@ -98,7 +102,9 @@ class Watcher:
                     continue
                 if os.path.isfile(path):
                     found.setdefault(file_key(st.st_dev, st.st_ino), path)
-        for key, path in found.items():
+        # files seen before first: one truncated while the watcher was down is then known as
+        # truncated before a copy of it (copytruncate) is looked at
+        for key, path in sorted(found.items(), key=lambda kv: kv[0] not in self.saved):
             tail = self.tails.get(key)
             if tail is None:
                 self._open(path, first)
@@ -135,32 +141,84 @@ class Watcher:
         st = os.fstat(fd)
         key = file_key(st.st_dev, st.st_ino)
         state = self.saved.get(key)
+        waiting_for = ""
         if state is not None and same_file(fd, state):
             if st.st_size < state.offset:
                 log.warning("%s: %s is shorter (%d) than the saved offset %d: truncated while "
                             "stopped, reading from 0", self.name, safe(path), st.st_size, state.offset)
+                self._remember_truncated(state)
                 state = new_state(path, fd, 0)
         else:
             if state is not None:
-                log.warning("%s: %s reuses the inode of a file seen before but its content differs; "
-                            "reading it as a new file", self.name, safe(path))
+                log.warning("%s: %s reuses the inode of a file seen before but its content differs "
+                            "(truncated and written again while the watcher was stopped, or a new "
+                            "file); reading it as a new file", self.name, safe(path))
+                self._remember_truncated(state)  # its old content may turn up as a copy
                 if not state.closed:
                     self._report_gap(state)
-            start = st.st_size if (first and self.opts.start == "end") else 0
-            state = new_state(path, fd, start)
+            source = self._copied_from(fd, st.st_size, key)
+            if isinstance(source, Tail):
+                # a copy of a file being tailed (copytruncate between its two steps): read it
+                # from where that file ends up once it is truncated, not before
+                waiting_for = source.key
+                state = replace(source.state, path=path, dev=st.st_dev, ino=st.st_ino)
+                log.info("%s: %s is a copy of %s; it is read once that file is truncated",
+                         self.name, safe(path), safe(source.path))
+            elif source is not None:
+                state = replace(source, path=path, dev=st.st_dev, ino=st.st_ino, closed=False)
+                log.info("%s: %s is a copy of a file truncated at offset %d (copytruncate): "
+                         "reading it from there", self.name, safe(path), state.offset)
+            else:
+                start = st.st_size if (first and self.opts.start == "end") else 0
+                state = new_state(path, fd, start)
+        tail = Tail(path, fd, state, self.opts.servicename, self.opts.max_line_bytes)
+        self.tails[key] = tail
+        if waiting_for:
+            tail.waiting_for = waiting_for
+            return  # known once released
         if self.saved.pop(key, None) != state:
             # Known from now on: should it be rotated away and the watcher die before it
             # commits a line of it, the next start still finds it by inode and reads it.
             self.client.hset(self.offsets_key, key, state.dumps())
-        self.tails[key] = Tail(path, fd, state, self.opts.servicename, self.opts.max_line_bytes)
         log.info("%s: tailing %s from offset %d", self.name, safe(path), state.offset)
+
+    def _copied_from(self, fd: int, size: int, key: str) -> Tail | FileState | None:
+        """The file (a tail being read, or one truncated since) whose content this new file
+        starts with, as copytruncate's copy does: same first bytes, at least as long."""
+        for tail in self.tails.values():
+            if tail.key != key and not tail.waiting_for and _starts_as(fd, size, tail.identity()):
+                return tail
+        for state in reversed(self.truncated):
+            if _starts_as(fd, size, state):
+                return state
+        return None
+
+    def _remember_truncated(self, state: FileState) -> None:
+        """A file was truncated at ``state``: a copy of it that turns up (copytruncate) goes on
+        from there, under the same source id, so no line of it is read twice."""
+        self.truncated = [*self.truncated[-(TRUNCATED_KEPT - 1):], state]
+        with self.client.pipeline(transaction=True) as pipe:  # a crash must not forget it
+            pipe.rpush(self.truncated_key, state.dumps())
+            pipe.ltrim(self.truncated_key, -TRUNCATED_KEPT, -1)
+            pipe.execute()
+        for tail in self.tails.values():
+            if tail.waiting_for == state.key:
+                self._release(tail, state)
+
+    def _release(self, tail: Tail, state: FileState) -> None:
+        released = replace(state, path=tail.path, dev=tail.state.dev, ino=tail.state.ino, closed=False)
+        tail.waiting_for = ""
+        tail.rewind(released)
+        self.client.hset(self.offsets_key, tail.key, released.dumps())
+        log.info("%s: reading the copy %s from offset %d", self.name, safe(tail.path), released.offset)
 
     def _check_truncation(self, tail: Tail) -> None:
         size = os.fstat(tail.fd).st_size
-        if size < tail.pos or not same_file(tail.fd, tail.state):
+        if size < tail.pos or not same_file(tail.fd, tail.identity()):
             log.warning("%s: %s was truncated (size %d < offset %d) or rewritten; reading from 0",
                         self.name, safe(tail.path), size, tail.pos)
             self._commit_pending(tail)
+            self._remember_truncated(tail.identity())
             tail.rewind(new_state(tail.path, tail.fd, 0))
             self.client.hset(self.offsets_key, tail.key, tail.state.dumps())
 
@@ -198,6 +256,8 @@ class Watcher:
         began it."""
         saved = {k.decode(): FileState.loads(v) for k, v in self.client.hgetall(self.offsets_key).items()}
         for key, tail in self.tails.items():
+            if tail.waiting_for:
+                continue
             state = saved.get(key)
             if state is None or state.sid != tail.state.sid:
                 state = tail.origin  # Redis forgot this version of the file: from our start of it
@@ -242,7 +302,7 @@ class Watcher:
             batch, end = tail.messages(n, self.opts.batch_lines, self.opts.batch_bytes)
             messages.extend(batch)
             count += n
-            states[tail.key] = tail.state.advanced(tail.fd, end)
+            states[tail.key] = tail.identity().advanced(tail.fd, end)
         believed = {tail.key: tail.state for tail, _ in parts}
         try:
             with self.client.pipeline(transaction=True) as pipe:
@@ -291,6 +351,8 @@ class Watcher:
         group = self.opts.batch_lines * BATCHES_PER_COMMIT
         group_bytes = self.opts.batch_bytes * BATCHES_PER_COMMIT  # memory and transaction bound
         for tail in self._ordered():
+            if tail.waiting_for:
+                continue  # a copy, read once its original is truncated
             self._check_truncation(tail)
             while tail.pending < group and tail.pending_bytes < group_bytes:
                 got = tail.read(READ_BUDGET)
@@ -320,7 +382,8 @@ class Watcher:
     def close_finished(self) -> None:
         now = time.monotonic()
         for key, tail in list(self.tails.items()):
-            if tail.orphan_since is None or now - max(tail.orphan_since, tail.last_growth) < self.opts.close_after_s:
+            if tail.waiting_for or tail.orphan_since is None or \
+                    now - max(tail.orphan_since, tail.last_growth) < self.opts.close_after_s:
                 continue
             if tail.read(READ_BUDGET):
                 continue
@@ -333,6 +396,9 @@ class Watcher:
             tail.close()
             del self.tails[key]
             log.info("%s: finished rotated file %s at offset %d", self.name, safe(tail.path), tail.pos)
+            for copy in self.tails.values():
+                if copy.waiting_for == key:  # its original went away whole: go on from its end
+                    self._release(copy, tail.state)
 
     def run(self) -> int:
         outage = Outage(self.name, self.flags)
@@ -377,6 +443,12 @@ class Watcher:
             tail.close()
         log.info("%s: stopped after pushing %d lines", self.name, self.lines_pushed)
         return 0
+
+
+def _starts_as(fd: int, size: int, state: FileState) -> bool:
+    """Whether the open file begins with the bytes ``state`` was fingerprinted on and reaches
+    its offset."""
+    return state.fplen > 0 and size >= state.offset and same_file(fd, state)
 
 
 def _holds(raw: bytes | None, state: FileState) -> bool:

@@ -161,3 +161,106 @@ def test_23_elasticsearch_hanging_the_indexer_stops_in_time_and_kills_count_no_r
         hole.close()
         es.options(ignore_status=404).indices.delete(index=index)
         es.close()
+
+
+@pytest.mark.parametrize("rotation", ["rename", "copytruncate"])
+def test_24_file_logger_killed_between_write_and_ack_then_logrotate(
+        rotation: str, redis_server: RedisServer, r, es_url: str, tracker: TrackerServer,  # type: ignore[no-untyped-def]
+        tmp_path: Path) -> None:
+    """The batch written but not acknowledged is cut from the file it went to, even when
+    logrotate moved or copied that file before the restart: each line once across both."""
+    import shutil
+    import signal
+
+    from tests.support.faults import start_with
+    from tests.support.procs import count_seq
+
+    scenario = Scenario(f"24 file logger killed before ack, then {rotation}")
+    pipe = Pipeline(tmp_path, redis_server.url, es_url, tracker, sinks=("file",))
+    pipe.start({"logger_out": {"LOGLINES_FAILPOINT": "handled:3"}})
+    try:
+        pipe.write(1000, pace=0.05, chunk=50)
+        victim = pipe.workers["logger_out"]
+        assert victim.proc is not None and victim.proc.wait(timeout=60) == -signal.SIGKILL
+        rotated = pipe.out.with_name(pipe.out.name + ".1")
+        if rotation == "rename":
+            pipe.out.rename(rotated)
+        else:
+            shutil.copyfile(pipe.out, rotated)
+            os.truncate(pipe.out, 0)
+        start_with(victim, {})
+        pipe.write(500, pace=0.02, chunk=50)
+        both = lambda: {n: count_seq(pipe.out)[0].get(n, 0) + count_seq(rotated)[0].get(n, 0)  # noqa: E731
+                        for n in set(count_seq(pipe.out)[0]) | set(count_seq(rotated)[0])}
+        wait_for(lambda: len(both()) >= pipe.written, timeout=120, what="every line in one of the files")
+        time.sleep(1.5)
+        alive(pipe)
+        log = victim.logfile.read_text()
+        assert "removing" in log and "unacknowledged batch" in log
+        scenario.check("file", both(), pipe.written, note="cut from the rotated file")
+    finally:
+        pipe.stop()
+
+
+def test_25_two_file_loggers_on_one_file_are_refused(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Two sections with one logfile: refused at load; two processes of one (or of two configs):
+    the second cannot take the file's lock and says why."""
+    import subprocess
+    import sys
+
+    from pipeline import config
+    from pipeline.errors import ConfigError
+    from tests.support.procs import REPO
+
+    out = tmp_path / "shared.log"
+    cfg = tmp_path / "loglines.cfg"
+    body = f"[redis]\nurl = {redis_server.url}\n"
+    one = f"[logger_a]\ntype = filelogger\nlistento = a\nlogfile = {out}\n"
+    cfg.write_text(body + one + f"[logger_b]\ntype = filelogger\nlistento = b\nlogfile = {out}\n")
+    with pytest.raises(ConfigError) as info:
+        config.load(cfg)
+    assert info.value.section == "logger_b" and info.value.key == "logfile" and "[logger_a]" in str(info.value)
+    cfg.write_text(body + one)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    first = subprocess.Popen([sys.executable, "-m", "pipeline", "-c", str(cfg), "worker", "logger_a"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        from pipeline.core import message
+        from pipeline.core.keys import Keys
+
+        client = redis_server.client()
+        client.rpush(Keys().queue("a"), message.encode([{"logline": "x"}]))
+        wait_for(lambda: out.exists() and out.read_bytes() == b"x\n", what="the first file logger writing")
+        other = tmp_path / "other.cfg"  # the same section in another config: another host's, say
+        other.write_text(f"[redis]\nurl = {redis_server.url}\nprefix = elsewhere\n" + one)
+        second = subprocess.run([sys.executable, "-m", "pipeline", "-c", str(other), "worker", "logger_a"],
+                                env=env, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and f"another process writes {out}" in second.stderr
+        assert out.read_bytes() == b"x\n"
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+
+
+def test_26_copytruncate_with_a_glob_that_matches_the_copy(redis_server: RedisServer, r, es_url: str,  # type: ignore[no-untyped-def]
+                                                           tracker: TrackerServer, tmp_path: Path) -> None:
+    """logfile = access.log* (the README's glob for rotated names) and logrotate's copytruncate:
+    the copy is a new file whose first bytes are the old file's, recognised and read from where
+    the old file was truncated. 100 lines, copytruncate, 10 lines: 110 (before: 210)."""
+    import shutil
+
+    scenario = Scenario("26 copytruncate, glob matching the copy")
+    pipe = Pipeline(tmp_path, redis_server.url, es_url, tracker, logfile=str(tmp_path / "access.log*"))
+    pipe.start()
+    try:
+        pipe.write(100)
+        pipe.wait_delivered()
+        pipe.write(20)  # some of these unread when the rotation comes
+        shutil.copyfile(pipe.log, tmp_path / "access.log.1")
+        os.truncate(pipe.log, 0)
+        pipe.write(10)
+        pipe.wait_delivered()
+        alive(pipe)
+        pipe.check(scenario, note="copy read on from the truncation point")
+    finally:
+        pipe.stop()

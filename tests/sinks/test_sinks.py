@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -75,6 +76,7 @@ def test_unacknowledged_write_is_cut_off_before_the_batch_is_written_again(
         first.save(pipe, state)
         pipe.execute()
     first.write(b"two\n")  # written, then the process died before acknowledging
+    os.close(first.fd)  # (its lock died with it)
     again = FileLog("logger_out", opts, r, K)
     again.trim()
     again.write(b"two\n")

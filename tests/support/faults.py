@@ -93,7 +93,7 @@ class Pipeline:
 
     def __init__(self, tmp: Path, redis_url: str, es_url: str, tracker: TrackerServer,
                  sinks: tuple[str, ...] = SINKS, out_dir: Path | None = None,
-                 plugin: str = "accesslog", parse_extra: str = "") -> None:
+                 plugin: str = "accesslog", parse_extra: str = "", logfile: str = "") -> None:
         self.tmp, self.sinks, self.tracker = tmp, sinks, tracker
         self.log, self.out = tmp / "access.log", (out_dir or tmp) / "out.log"
         self.index = f"faults-{uuid.uuid4().hex[:8]}"
@@ -115,7 +115,7 @@ class Pipeline:
 
             [logger_access]
             type = watcher
-            logfile = {self.log}
+            logfile = {logfile or self.log}
             pushto = raw
             batch_lines = 100
             batch_ms = 100
