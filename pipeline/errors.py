@@ -62,9 +62,12 @@ class RetryableError(DeliveryError):
     """Delivery failed for a reason that may pass: retry with backoff, waiting at least
     ``retry_after`` seconds when the other side said so."""
 
-    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+    def __init__(self, message: str, retry_after: float = 0.0, uncertain: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        #: the request reached the other side and no answer came back (a read timeout, a
+        #: connection cut after sending): it may have been done
+        self.uncertain = uncertain
 
 
 class PermanentError(DeliveryError):

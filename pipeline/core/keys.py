@@ -59,6 +59,10 @@ class Keys:
         """The failed-requests list: tracker events that ran out of attempts, waiting for a retry."""
         return self._key("failed")
 
+    def secret(self, purpose: str) -> str:
+        """A random secret made at first use (the key of the MAC on the tracker's failed events)."""
+        return self._key("secret", purpose)
+
     def sent(self, event_id: str) -> str:
         """Exists (with a TTL) once a tracker event was accepted by the tracker."""
         return self._key("sent", event_id)

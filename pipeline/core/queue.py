@@ -58,6 +58,11 @@ class Outcome:
     extra: Callable[[Pipeline], None] | None = None  # more commands in the same MULTI
 
 
+class Lost(Exception):
+    """The delivery in hand is not this consumer's any more (a reaper took it back while the
+    process was paused): drop it here, it is being done elsewhere."""
+
+
 #: How long a "stopping" mark is kept for a process that was killed on its way out.
 STOPPING_TTL = 7 * 86400
 
@@ -203,6 +208,11 @@ class Consumer:
             # in-flight list, read again at the next take, tells)
             log.warning("%s: acknowledgement refused or uncertain; the in-flight list decides", self.id)
             return False
+
+    def owns(self, delivery: Delivery) -> bool:
+        """Whether the in-flight list still holds this delivery whole (only this consumer adds
+        to it, so if not, a reaper emptied it: the batch is being done elsewhere)."""
+        return int(self.client.llen(self.inflight_key)) == len(delivery.raws)
 
     def hand_back(self) -> bool:
         """Return the in-flight messages to the head of the queue, in order (graceful stop)."""

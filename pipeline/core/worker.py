@@ -22,7 +22,7 @@ from pipeline.config import Config, ProgramConfig
 from pipeline.core import failpoint, message
 from pipeline.core.connection import REDIS_ERRORS, connect, passing
 from pipeline.core.lifecycle import Flags
-from pipeline.core.queue import Consumer, Delivery, Outcome
+from pipeline.core.queue import Consumer, Delivery, Lost, Outcome
 from pipeline.core.reaper import reap
 from pipeline.core.retry import HandBack, Outage
 
@@ -110,6 +110,11 @@ def run_consumer(
                             consumer.hand_back()
                             log.info("%s: batch handed back to %s", consumer.id, queue)
                             break
+                        except Lost:
+                            log.warning("%s: the batch in hand was reaped while this process was "
+                                        "paused; it is done elsewhere", consumer.id)
+                            consumer.after_connection_error()
+                            continue
                     outcome.dead.extend(undecodable(consumer, delivery))
                     failpoint.hit("handled")
                     consumer.ack(delivery, outcome)

@@ -20,25 +20,28 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import hmac
 import logging
 import os
 import reprlib
+import secrets
 import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import orjson
 import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
 from pipeline.core import message
 from pipeline.core.lifecycle import Flags
-from pipeline.core.queue import Consumer, Delivery, Outcome
+from pipeline.core.queue import Consumer, Delivery, Lost, Outcome
 from pipeline.core.retry import HandBack, Retry
 from pipeline.core.worker import Handler, run_consumer
 from pipeline.errors import PermanentError, PluginError, RetryableError
@@ -70,6 +73,10 @@ log = logging.getLogger(__name__)
 
 LINE_KEYS = frozenset(("service", "logline", "src", "off", "trunc", "raw_b64", "partial"))
 RETRYABLE = {429, 500, 502, 503, 504}
+#: COUNTER's double-click window: two identical requests within it count once at the tracker
+DOUBLE_CLICK_SECONDS = 30.0
+#: what an uncertain request's resend keeps of the window, for the time it takes to arrive
+WINDOW_MARGIN = 5.0
 
 
 @dataclass
@@ -97,24 +104,54 @@ class Tracker:
         self.last_request = 0.0
 
     def url(self, params: Mapping[str, str]) -> str:
-        return f"{self.opts.endpoint_url}?{urlencode(params)}"
+        """The request as it is stored and logged: without the endpoint's user, password or own
+        query (a token there is a secret)."""
+        return f"{redacted(self.opts.endpoint_url)}?{urlencode(params)}"
 
     def send(self, params: Mapping[str, str]) -> None:
-        """Raise :class:`RetryableError` (with ``retry_after``) or :class:`PermanentError`."""
+        """Raise :class:`RetryableError` (with ``retry_after``, and ``uncertain`` when the
+        request went out and no answer came) or :class:`PermanentError`."""
         wait = self.last_request + self.opts.ratelimit - time.monotonic()
         if wait > 0:
             time.sleep(wait)
         self.last_request = time.monotonic()
         try:
             response = self.session.get(self.opts.endpoint_url, params=params, timeout=self.opts.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise RetryableError(f"{type(exc).__name__}: {exc}") from None
+        except requests.ConnectTimeout:
+            raise RetryableError("the tracker did not take the connection in time") from None
+        except requests.ReadTimeout:
+            raise RetryableError(f"no answer within {self.opts.timeout:g} s", uncertain=True) from None
+        except requests.ConnectionError as exc:
+            raise RetryableError(f"connection failed ({_cause(exc)})", uncertain=_sent(exc)) from None
         if response.status_code == self.opts.success:
             return
         detail = f"HTTP {response.status_code}: {response.text[:500]}"
         if response.status_code in RETRYABLE:
             raise RetryableError(detail, retry_after(response.headers.get("Retry-After")))
         raise PermanentError(detail)
+
+
+def redacted(url: str) -> str:
+    """``url`` without user, password, query and fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _sent(exc: requests.ConnectionError) -> bool:
+    """Whether a connection error came after the request was sent (a reset, a cut answer),
+    not while connecting (refused, unreachable, name unknown)."""
+    cause = exc.args[0] if exc.args else None
+    reason = getattr(cause, "reason", cause)
+    return not isinstance(reason, NewConnectionError | ConnectTimeoutError)
+
+
+def _cause(exc: BaseException) -> str:
+    cause = exc.args[0] if exc.args else exc
+    return type(getattr(cause, "reason", cause)).__name__
 
 
 def retry_after(value: str | None) -> float:
@@ -132,7 +169,9 @@ def retry_after(value: str | None) -> float:
 
 
 def event_id(item: Mapping[str, Any], params: Mapping[str, str]) -> str:
-    line_id = message.item_id(item)
+    """A log line's event: its service, file and offset; any other record's: its parameters
+    (a bare record cannot borrow a line's id and so pre-suppress a real event)."""
+    line_id = message.item_id(item) if "logline" in item else None
     if line_id is not None:
         return f"{item.get('service', '')}:{line_id}"
     return hashlib.sha1(orjson.dumps(dict(params), option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -150,6 +189,20 @@ class Forwarder:
         self.keys = consumer.keys
         self.next_retry = time.monotonic() + self.opts.retry_failed_every
         self.unrecorded: set[str] = set()  # sent, but Redis did not take the record yet
+        self._secret = b""  # the key of the MAC on failed events (from Redis, at first need)
+
+    def secret(self) -> bytes:
+        """A random key kept in Redis (made once, shared by every tracker process): only an event
+        this tracker parked carries a valid MAC, so no pushed record can ask for a prepared URL."""
+        if not self._secret:
+            key = self.keys.secret("tracker")
+            self.consumer.client.set(key, secrets.token_hex(32).encode(), nx=True)
+            self._secret = bytes(self.consumer.client.get(key))
+        return self._secret
+
+    def mac(self, event_id: str, params: Mapping[str, str], record: Any) -> str:
+        signed = message.dumps_anyway([event_id, dict(sorted(params.items())), record])
+        return hmac.new(self.secret(), signed, hashlib.sha256).hexdigest()
 
     def record_sent(self) -> None:
         """Remember sent events in Redis; what Redis refuses now is kept here until it takes it."""
@@ -161,8 +214,12 @@ class Forwarder:
     def prepare(self, item: dict[str, Any]) -> Event | tuple[str, Any]:
         """An event to send, or ("other", record) / ("dead", reason)."""
         if isinstance(item.get("openurl"), dict):  # a failed event coming back: send it as it was
-            return Event(str(item.get("event_id") or event_id(item, item["openurl"])),
-                         {str(k): str(v) for k, v in item["openurl"].items()}, item.get("record") or {})
+            prepared = {str(k): str(v) for k, v in item["openurl"].items()}
+            eid, parked = str(item.get("event_id", "")), item.get("record") or {}
+            if not hmac.compare_digest(str(item.get("mac", "")), self.mac(eid, prepared, parked)):
+                return ("other", {"excluded": "a prepared tracker request this tracker did not "
+                                              "park (no valid MAC): not sent", "item": item})
+            return Event(eid, prepared, parked)
         record = self.plugin.parse(item) if item.keys() <= LINE_KEYS and "logline" in item else item
         if not record:
             return ("other", {**item, "excluded": "the plugin found nothing to send"})
@@ -178,24 +235,57 @@ class Forwarder:
         params.setdefault("url_ver", self.opts.url_ver)
         if not params.get("rfr_id") and self.opts.rfr_id:
             params["rfr_id"] = self.opts.rfr_id
-        return Event(event_id(record, params), params, record)
+        return Event(event_id(item if "logline" in item else record, params), params, record)
 
-    def deliver(self, event: Event) -> str | None:
-        """Send until accepted; None when sent, else the reason it is parked."""
+    def deliver(self, event: Event, delivery: Delivery) -> str | None:
+        """Send until accepted; None when sent (or found sent), else the reason it is parked.
+
+        Before each request it asks Redis whether the event was sent meanwhile and whether the
+        batch is still this process's (a process paused past the heartbeat TTL was reaped: the
+        batch is done elsewhere, :class:`Lost`). A request that went out without an answer may
+        have been counted: it is sent again only within COUNTER's double-click window of that
+        first try, where the tracker counts the two as one, and else parked as uncertain."""
         retry = Retry(self.section, self.flags, base=1.0, cap=self.opts.max_backoff,
                       floor=self.opts.pauseonfail)
+        uncertain_since: float | None = None
         for attempt in range(1, self.opts.retries + 1):
+            if self.sent_meanwhile(event, delivery):
+                return None
             try:
                 self.tracker.send(event.params)
                 self.unrecorded.add(event.event_id)
                 self.record_sent()
                 return None
             except RetryableError as exc:
+                if exc.uncertain and uncertain_since is None:
+                    uncertain_since = time.monotonic()
+                wait = retry.delay(exc.retry_after)
+                if uncertain_since is not None:
+                    left = uncertain_since + DOUBLE_CLICK_SECONDS - WINDOW_MARGIN - time.monotonic()
+                    if left <= 0 or exc.retry_after > left:
+                        return (f"uncertain: a request got no answer ({exc}) and no resend was "
+                                f"accepted within the {DOUBLE_CLICK_SECONDS:g} s double-click "
+                                "window; the tracker may have counted it, so a replay may count it twice")
+                    wait = min(wait, left / 2)
                 if attempt == self.opts.retries:
-                    return f"tracker unavailable after {attempt} attempts: {exc}"
+                    doubt = (" (uncertain: a request got no answer, the tracker may have counted it, "
+                             "so a replay may count it twice)" if uncertain_since is not None else "")
+                    return f"tracker unavailable after {attempt} attempts: {exc}{doubt}"
                 retry.failed(f"tracker failed ({exc}); attempt {attempt} of {self.opts.retries}",
-                             at_least=exc.retry_after)
+                             wait=wait)
         return "unreachable"
+
+    def sent_meanwhile(self, event: Event, delivery: Delivery) -> bool:
+        """One round trip: was the event sent by someone since, and is the batch still ours?"""
+        with self.consumer.client.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.sent(event.event_id))
+            pipe.llen(self.consumer.inflight_key)
+            sent, held = pipe.execute()
+        if sent or event.event_id in self.unrecorded:
+            return True
+        if int(held) != len(delivery.raws):
+            raise Lost()
+        return False
 
     def handle(self, delivery: Delivery) -> Outcome:
         sent: list[dict[str, Any]] = []
@@ -227,7 +317,7 @@ class Forwarder:
             if self.flags.stop:
                 raise HandBack()  # what was sent is remembered by id: not sent twice
             try:
-                reason = self.deliver(event)
+                reason = self.deliver(event, delivery)
             except PermanentError as exc:
                 dead.append(message.dead_letter(
                     reason=f"tracker refused the event: {exc}", worker=worker, queue=queue,
@@ -262,7 +352,8 @@ class Forwarder:
             "reason": reason,
             "url": self.tracker.url(event.params),
             "url_tim": event.url_tim,
-            "item": {"openurl": event.params, "event_id": event.event_id, "record": event.record},
+            "item": {"openurl": event.params, "event_id": event.event_id, "record": event.record,
+                     "mac": self.mac(event.event_id, event.params, event.record)},
         })
 
     def retry_failed(self) -> None:

@@ -264,3 +264,129 @@ def test_26_copytruncate_with_a_glob_that_matches_the_copy(redis_server: RedisSe
         pipe.check(scenario, note="copy read on from the truncation point")
     finally:
         pipe.stop()
+
+
+def counted(requests: list[tuple[float, dict[str, str], int]]) -> dict[int, int]:
+    """Events per sequence number as the tracker counts them: accepted requests, two of the same
+    event within 30 seconds of each other counting once (COUNTER's double-click rule)."""
+    import re
+
+    last: dict[int, float] = {}
+    out: dict[int, int] = {}
+    for at, params, status in sorted(requests, key=lambda r: r[0]):
+        match = re.search(r"seq=(\d+)", params.get("svc_dat", ""))
+        if status != 200 or not match:
+            continue
+        n = int(match.group(1))
+        if n not in last or at - last[n] >= 30:
+            out[n] = out.get(n, 0) + 1
+        last[n] = at
+    return out
+
+
+def tracker_pipeline(tmp_path: Path, redis_url: str, tracker: TrackerServer, extra: str) -> Path:
+    import textwrap
+
+    cfg = tmp_path / "loglines.cfg"
+    cfg.write_text(textwrap.dedent(f"""
+        [redis]
+        url = {redis_url}
+        heartbeat_ttl = 3
+        socket_timeout = 2
+        block_timeout = 0.5
+        [worker_irus]
+        type = tracker
+        listento = to_irus
+        repository_plugin = repository
+        endpoint_url = {tracker.url}
+        pauseonfail = 0.2
+        max_backoff = 2
+        opt_oai_host = repo.example.ac.uk
+        opt_base_url = https://repo.example.ac.uk
+    """) + textwrap.dedent(extra))
+    return cfg
+
+
+def push_events(r, count: int) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.core import message
+    from pipeline.core.keys import Keys
+    from tests.support.faults import access_line
+
+    items = [{"service": "repo", "src": "f", "off": n * 1000, "logline": access_line(n)} for n in range(count)]
+    r.rpush(Keys().queue("to_irus"), message.encode(items))
+
+
+def test_27_a_paused_tracker_stops_sending_once_reaped(redis_server: RedisServer, r, tracker: TrackerServer,  # type: ignore[no-untyped-def]
+                                                       tmp_path: Path) -> None:
+    """Two tracker processes; the one holding the 50-event batch is SIGSTOPped past the
+    heartbeat TTL, the other reaps and sends the batch, then the first is continued: it asks
+    before every request whether the event was sent and the batch is still its own, and stops
+    (before: 90 requests for 50 events)."""
+    import signal
+
+    from pipeline.core.keys import Keys
+    from tests.support.procs import Worker
+
+    scenario = Scenario("27 tracker paused past its heartbeat, then continued")
+    cfg = tracker_pipeline(tmp_path, redis_server.url, tracker, "ratelimit = 0.1\n")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    workers = [Worker(cfg, "worker_irus", logs, process_name=f"worker_irus_0{n}").start() for n in (1, 2)]
+    try:
+        wait_for(lambda: r.hlen(Keys().consumers) == 2, what="both trackers at work")
+        push_events(r, 50)
+        keys = Keys()
+        holder = wait_for(lambda: next((w for w in workers if r.llen(keys.inflight(f"{os.uname().nodename}/"
+                                                                                   f"{w.process_name}"))), None),
+                          what="a tracker holding the batch")
+        wait_for(lambda: len(tracker.accepted()) >= 5, what="a few events sent")
+        assert holder.proc is not None
+        holder.proc.send_signal(signal.SIGSTOP)
+        time.sleep(8)
+        holder.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: len(counted(tracker.requests)) >= 50, timeout=60, what="50 events counted")
+        time.sleep(3)
+        requests = len(tracker.accepted())
+        scenario.check("tracker", counted(tracker.requests), 50, dup_bound=0,
+                       note=f"{requests} requests for 50 events")
+        assert requests <= 51, f"{requests} requests for 50 events"
+    finally:
+        for worker in workers:
+            if worker.proc is not None and worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGCONT)
+            worker.stop()
+
+
+def test_28_a_tracker_answering_after_the_timeout_counts_each_event_once(
+        redis_server: RedisServer, r, tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The tracker records each request but answers after 1.5 s, with timeout = 1: every request
+    seems lost. The resend of a request that got no answer goes out within COUNTER's 30 s
+    double-click window of the first, where the tracker counts the two as one (before: the
+    resends fell outside it, and a parked event replayed an hour later counted twice)."""
+    from tests.support.procs import Worker
+
+    scenario = Scenario("28 tracker answering after the timeout")
+
+    slow_until = time.monotonic() + 12
+
+    def slow(params: dict[str, str]) -> tuple[int, dict[str, str]]:
+        if time.monotonic() < slow_until:
+            time.sleep(1.5)
+        return 200, {}
+
+    tracker.respond = slow
+    cfg = tracker_pipeline(tmp_path, redis_server.url, tracker, "timeout = 1\nretries = 20\n")
+    worker = Worker(cfg, "worker_irus", tmp_path).start()
+    try:
+        push_events(r, 20)
+        wait_for(lambda: r.llen("{loglines}:q:to_irus") == 0 and not r.keys("{loglines}:inflight:*")
+                 or r.llen("{loglines}:failed") + len(counted(tracker.requests)) >= 20 and
+                 not any(r.llen(k) for k in r.keys("{loglines}:inflight:*")),
+                 timeout=240, interval=1, what="every event sent or parked")
+        time.sleep(2)
+        parked = r.llen("{loglines}:failed")
+        scenario.check("tracker", counted(tracker.requests), 20, dup_bound=0,
+                       note=f"{len(tracker.requests)} requests for 20 events, {parked} parked")
+        assert parked == 0
+    finally:
+        worker.stop()

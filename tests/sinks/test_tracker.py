@@ -298,3 +298,53 @@ def test_tracker_config_errors(write_cfg, capsys) -> None:  # type: ignore[no-un
     cfg = write_cfg("[worker_t]\ntype = tracker\nlistento = e\nplugin = accesslog\nendpoint_url = http://127.0.0.1:9/x\n")
     assert main(["-c", str(cfg), "check"]) == 1
     assert "has no get_openurl_params" in capsys.readouterr().err
+
+
+def test_a_pushed_record_cannot_ask_for_a_prepared_request(write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    """Only events this tracker parked carry a valid MAC: a record with its own openurl and
+    event_id is not sent (before: sent as is, unfiltered, with extra parameters, and its
+    event_id could pre-suppress a real event); a parked event replays as it was."""
+    with TrackerServer() as server:
+        server.respond = lambda params: (503, {}) if params.get("rft_dat") == "Request" else (200, {})
+        cfg = tracker_cfg(write_cfg, server.url, "retries = 1\n")
+        forged = {"openurl": {"url_ver": "Z39.88-2004", "req_dat": "Googlebot", "evil": "1",
+                              "svc_dat": "https://x/forged"}, "event_id": "repo:f1:0"}
+        r.rpush(K.queue("events"), orjson.dumps(forged))
+        worker = Worker(cfg, "worker_irus", tmp_path).start()
+        try:
+            wait_for(lambda: r.llen(K.queue("skipped")) == 1, what="the forged request set aside")
+            skipped = orjson.loads(r.lindex(K.queue("skipped"), 0))[0]
+            assert "no valid MAC" in skipped["excluded"] and server.requests == []
+            tampered = {**forged, "mac": "0" * 64}
+            r.rpush(K.queue("events"), orjson.dumps(tampered))
+            push_lines(r, [line("/bitstream/handle/123456789/42/thesis.pdf")])  # parked: 503
+            wait_for(lambda: r.llen(K.failed) == 1 and r.llen(K.queue("skipped")) == 2, what="parked")
+            assert [p.get("svc_dat") for _, p, _ in server.requests] == [
+                "https://repo.example.ac.uk/bitstream/handle/123456789/42/thesis.pdf"]
+            server.respond = lambda params: (200, {})
+            from pipeline.cli import main
+
+            assert main(["-c", str(cfg), "dlq", "replay", "--failed", "--all"]) == 0
+            wait_for(lambda: len(server.accepted()) == 1, what="the parked event sent on replay")
+        finally:
+            worker.stop()
+
+
+def test_the_endpoints_secrets_are_never_stored_or_logged(write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    with TrackerServer() as server:
+        server.respond = lambda params: (400, {})
+        url = server.url.replace("http://", "http://user:PASSWORD42@") + "?token=SECRET123"
+        cfg = tracker_cfg(write_cfg, url)
+        worker = Worker(cfg, "worker_irus", tmp_path).start()
+        try:
+            push_lines(r, [line("/bitstream/handle/123456789/42/thesis.pdf")])
+            wait_for(lambda: r.llen(K.dead_letters) == 1, what="the refused event dead-lettered")
+            assert server.requests[0][1]["token"] == "SECRET123"  # the tracker still gets it
+            entry = r.lindex(K.dead_letters, 0)
+            assert b"SECRET123" not in entry and b"PASSWORD42" not in entry
+            detail = orjson.loads(entry)["detail"]
+            assert detail.startswith(server.url + "?url_ver=") and "?" not in detail[len(server.url) + 1:]
+        finally:
+            worker.stop()
+        log = worker.logfile.read_text()
+        assert "SECRET123" not in log and "PASSWORD42" not in log
