@@ -205,6 +205,8 @@ def _redis(sec: _Section, var_dir: Path) -> RedisConfig:
         if not host:
             raise sec.error("required: url, host, or embedded = yes", "url")
         values["url"] = f"redis://{host}:{port or 6379}/{db}"
+    if embedded and port:  # loopback is open to every local user: a password it must have
+        values["secret_file"] = var_dir / f"{sec.name}.secret"
     if embedded and not port:
         values["unix_socket"] = socket = var_dir / "redis.sock"
         if len(str(socket)) > UNIX_SOCKET_MAX:

@@ -83,6 +83,16 @@ class RedisConfig:
     # worked out by the loader
     name: str = "redis"
     unix_socket: Path | None = None
+    #: the embedded server on a TCP port gets a generated password, kept in this 0600 file
+    secret_file: Path | None = None
+
+    def resolved_password(self) -> str:
+        """``password``, else the embedded server's generated one (once it exists)."""
+        if self.password:
+            return self.password
+        if self.secret_file is not None and self.secret_file.exists():
+            return self.secret_file.read_text().strip()
+        return ""
 
     def connection_url(self) -> str:
         if self.url:

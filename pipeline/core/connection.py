@@ -54,8 +54,9 @@ def connect(cfg: RedisConfig) -> redis.Redis:
     if url.startswith("redis+sentinel://"):
         return _sentinel_master(url, cfg, common)
     kwargs = dict(common)
-    if cfg.password:
-        kwargs["password"] = cfg.password
+    password = cfg.resolved_password()
+    if password:
+        kwargs["password"] = password
     return redis.Redis.from_url(url, **kwargs)
 
 
@@ -63,7 +64,7 @@ def _sentinel_master(url: str, cfg: RedisConfig, common: dict[str, object]) -> r
     """``redis+sentinel://[:password@]host:port[,host:port]/service[/db]``."""
     parts = urlsplit(url)
     netloc = parts.netloc.rsplit("@", 1)[-1]
-    password = unquote(parts.password) if parts.password else cfg.password or None
+    password = unquote(parts.password) if parts.password else cfg.resolved_password() or None
     hosts = []
     for hostport in netloc.split(","):
         host, _, port = hostport.rpartition(":")

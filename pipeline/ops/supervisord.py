@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -68,6 +69,9 @@ def generate(cfg: Config) -> Generated:
     out.files.append(p["conf"])
     for redis_cfg in cfg.redis.values():
         if redis_cfg.embedded:
+            if redis_cfg.secret_file is not None and not redis_cfg.secret_file.exists():
+                _write(redis_cfg.secret_file, secrets.token_urlsafe(32) + "\n")
+                out.files.append(redis_cfg.secret_file)
             conf = cfg.var_dir / f"{redis_cfg.name}.conf"
             _write(conf, _redis_conf(cfg, redis_cfg))
             out.files.append(conf)
@@ -166,8 +170,10 @@ def _redis_conf(cfg: Config, redis_cfg: RedisConfig) -> str:
     ]
     if redis_cfg.unix_socket is not None:
         lines += [f"unixsocket {redis_cfg.unix_socket}", "unixsocketperm 700"]
-    if redis_cfg.password:
-        lines.append(f"requirepass {redis_cfg.password}")
+    if redis_cfg.resolved_password():
+        lines.append(f"requirepass {redis_cfg.resolved_password()}")
+    # what no worker needs and an intruder would use first (CONFIG SET dir + SAVE writes files)
+    lines += ['rename-command CONFIG ""', 'rename-command DEBUG ""', 'rename-command MODULE ""']
     lines.append("maxmemory-policy noeviction")  # never drop a queue, an offset or a heartbeat
     if redis_cfg.maxmemory:
         lines.append(f"maxmemory {redis_cfg.maxmemory}")

@@ -253,3 +253,46 @@ pushto = raw
         pidfile = tmp_path / "var" / "supervisord.pid"
         wait_for(lambda: not pidfile.exists(), timeout=60, what="supervisord to exit")
         server.kill()
+
+
+def test_embedded_redis_on_a_port_has_a_password_and_no_config_command(tmp_path: Path) -> None:
+    """On 127.0.0.1 any local user reaches the port: as nobody, CONFIG SET dir + dbfilename +
+    SAVE wrote a root-owned file anywhere, read the dead letters and pushed records. The
+    embedded server now has a generated password (0600 file) and no CONFIG, DEBUG or MODULE."""
+    from pipeline.core.connection import connect
+    from pipeline.ops.supervisord import _redis_server
+
+    cfg = config.load(cfg_file(tmp_path, ""))
+    rc = cfg.redis["redis"]
+    assert rc.port and rc.secret_file == tmp_path / "var" / "redis.secret"
+    generate(cfg)
+    assert stat.S_IMODE(rc.secret_file.stat().st_mode) == 0o600 and len(rc.resolved_password()) >= 32
+    conf = (tmp_path / "var" / "redis.conf").read_text()
+    assert f"requirepass {rc.resolved_password()}" in conf and 'rename-command CONFIG ""' in conf
+    server = subprocess.Popen([_redis_server(rc), str(tmp_path / "var" / "redis.conf")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        anonymous = redis.Redis(port=rc.port, socket_timeout=2)
+        wait_for(lambda: _answers(anonymous), what="the embedded server up")
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.llen("{loglines}:dlq")
+        client = connect(rc)  # what every worker does: the password from its file
+        assert client.ping()
+        for command in (("CONFIG", "SET", "dir", "/tmp"), ("DEBUG", "SLEEP", "0"), ("MODULE", "LIST")):
+            with pytest.raises(redis.ResponseError, match="unknown command"):
+                client.execute_command(*command)
+        generate(cfg)  # generating again keeps the password
+        assert f"requirepass {rc.resolved_password()}" in (tmp_path / "var" / "redis.conf").read_text()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _answers(client: redis.Redis) -> bool:
+    try:
+        client.ping()
+    except redis.AuthenticationError:
+        return True
+    except redis.ConnectionError:
+        return False
+    return True
