@@ -33,6 +33,8 @@ class PathsConfig:
     var: str = key(dt.nonempty, "folder for state, sockets and logs", "var")
     plugins: tuple[str, ...] = key(dt.string_list, "folders searched for plugins", ("plugins",))
     log_level: str = key(dt.choice("debug", "info", "warning", "error"), "log level of the workers", "info")
+    watchdog_s: int = key(dt.integer(10, 86400), "a worker whose loop has not turned this long says "
+                                                 "so (and its heartbeat shows it)", 120)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ class Config:
     warnings: tuple[tuple[str, str], ...] = ()
     #: The file as read at load: what original plugins receive as ``c`` (never read again).
     parser: configparser.ConfigParser = field(default_factory=new_parser, compare=False, repr=False)
+    watchdog_s: int = 120
 
     def worker(self, name: str) -> ProgramConfig[Any]:
         program = self.programs.get(name)

@@ -93,8 +93,10 @@ class Consumer:
         self.beat()
         self.client.hset(self.keys.consumers, self.id, self.queue_key)
 
-    def beat(self) -> None:
-        self.client.set(self.heartbeat_key, b"1", ex=self.cfg.heartbeat_ttl)
+    def beat(self, last_turn: float | None = None) -> None:
+        """Say we are alive; the value is when our loop last turned (a stuck loop shows)."""
+        stamp = b"%.3f" % (time.time() if last_turn is None else last_turn)
+        self.client.set(self.heartbeat_key, stamp, ex=self.cfg.heartbeat_ttl)
 
     def after_connection_error(self) -> None:
         """The reply to a BLMOVE may have been lost: look in the in-flight list again."""

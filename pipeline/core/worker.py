@@ -21,7 +21,7 @@ import redis
 from pipeline.config import Config, ProgramConfig
 from pipeline.core import failpoint, message
 from pipeline.core.connection import REDIS_ERRORS, connect, passing
-from pipeline.core.lifecycle import Flags
+from pipeline.core.lifecycle import Flags, Watchdog, last_turn_epoch, turned
 from pipeline.core.queue import Consumer, Delivery, Lost, Outcome
 from pipeline.core.reaper import reap
 from pipeline.core.retry import HandBack, Outage
@@ -51,7 +51,7 @@ class Heartbeat(threading.Thread):
                     self.consumer.mark_stopping()  # from here on a kill is a stop, not a crash
                     marked = True
                 if time.monotonic() >= next_beat:
-                    self.consumer.beat()
+                    self.consumer.beat(last_turn_epoch())
                     next_beat = time.monotonic() + self.interval
             except REDIS_ERRORS as exc:  # never let the heartbeat die while the worker lives
                 log.warning("heartbeat failed: %s", exc)
@@ -87,12 +87,15 @@ def run_consumer(
     consumer = Consumer(client, rcfg, queue, consumer_id(program.name), program.name)
     handler = make_handler(consumer, flags)
     heartbeat = Heartbeat(consumer, rcfg.heartbeat_ttl, flags)
+    watchdog = Watchdog(consumer.id, cfg.watchdog_s)
+    watchdog.start()
     outage = Outage(consumer.id, flags)
     started = False
     next_reap = 0.0
     log.info("%s: consuming %s", consumer.id, queue)
     try:
         while not flags.stop:
+            turned()
             try:
                 if not started:
                     consumer.start()
@@ -139,3 +142,4 @@ def run_consumer(
         return 0
     finally:
         heartbeat.done.set()
+        watchdog.done.set()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import resource
+import stat
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -23,7 +25,7 @@ from pipeline.config.options import key as option
 from pipeline.core import failpoint
 from pipeline.core.connection import REDIS_ERRORS, check_server, connect
 from pipeline.core.keys import Keys
-from pipeline.core.lifecycle import Flags
+from pipeline.core.lifecycle import Flags, Watchdog, turned
 from pipeline.core.logsetup import safe
 from pipeline.core.retry import Outage
 from pipeline.core.stats import Stats
@@ -46,6 +48,8 @@ class WatcherOptions:
     poll_ms: int = option(dt.integer(10, 10_000), "how often files are checked for growth", 100)
     rescan_ms: int = option(dt.integer(100, 600_000), "how often globs and rotation are checked", 1000)
     close_after_s: float = option(dt.number(0), "a rotated-away file is closed this long after EOF", 5.0)
+    max_open_files: int = option(dt.integer(8, 1_000_000), "files kept open at most; idle ones are "
+                                 "closed and reopened by identity when they grow", 512)
     allowed_roots: tuple[str, ...] = option(
         dt.string_list, "directories a watched path (after symlinks) must lie in; empty: any", ()
     )
@@ -54,6 +58,7 @@ log = logging.getLogger(__name__)
 
 READ_BUDGET = 1024 * 1024
 TRUNCATED_KEPT = 16
+FD_RESERVE = 64  # descriptors kept free for Redis connections, logs and the rest
 BATCHES_PER_COMMIT = 8  # when catching up, up to this many full batches share one transaction
 
 
@@ -76,6 +81,11 @@ class Watcher:
         self.first_pending_at: float | None = None
         self.rescan_needed = False
         self.truncated: list[FileState] = []  # files truncated lately, where they ended
+        self.idle: dict[str, tuple[str, int]] = {}  # closed for want of descriptors: key -> (path, size)
+        self._warned: set[str] = set()  # paths already warned about (once each)
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        room = soft - FD_RESERVE if soft != resource.RLIM_INFINITY else opts.max_open_files
+        self.max_open = max(8, min(opts.max_open_files, room))
         self.stats = Stats(client, keys, name)
         self.lines_pushed = 0
         self._refused: set[str] = set()
@@ -92,7 +102,20 @@ class Watcher:
 
     def rescan(self, first: bool = False) -> None:
         found: dict[str, str] = {}
+        sizes: dict[str, int] = {}
+        complete = True  # every folder could be read: what is not found is gone
         for pattern in self.opts.logfile:
+            folder = os.path.dirname(pattern) or "."
+            if not glob.has_magic(folder):
+                try:
+                    os.listdir(folder)  # glob hides errors (EMFILE, EACCES) as "no such file"
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    complete = False
+                    self._warn_once(f"scan:{folder}", "%s: cannot read the folder %s: %s; files "
+                                    "there are not taken for rotated away", safe(folder), exc)
+                    continue
             for path in sorted(glob.glob(pattern)):
                 if not self._allowed(path):
                     continue
@@ -100,44 +123,107 @@ class Watcher:
                     st = os.stat(path)
                 except OSError:
                     continue
-                if os.path.isfile(path):
-                    found.setdefault(file_key(st.st_dev, st.st_ino), path)
+                if stat.S_ISREG(st.st_mode):
+                    key = file_key(st.st_dev, st.st_ino)
+                    if found.setdefault(key, path) == path:
+                        sizes[key] = st.st_size
         # files seen before first: one truncated while the watcher was down is then known as
         # truncated before a copy of it (copytruncate) is looked at
         for key, path in sorted(found.items(), key=lambda kv: kv[0] not in self.saved):
             tail = self.tails.get(key)
             if tail is None:
-                self._open(path, first)
+                if key in self.idle and self.idle[key][1] == sizes[key]:
+                    continue  # closed while idle, and still as it was
+                if self._room():
+                    self.idle.pop(key, None)
+                    self._open(path, first)
             else:
                 tail.path, tail.orphan_since = path, None
                 self._check_truncation(tail)
         now = time.monotonic()
-        for key, tail in self.tails.items():
-            if key not in found and tail.orphan_since is None:
-                tail.orphan_since = now
-                log.info("%s: %s was rotated away; finishing it", self.name, safe(tail.path))
+        if complete:
+            for key, tail in self.tails.items():
+                if key not in found and tail.orphan_since is None:
+                    tail.orphan_since = now
+                    log.info("%s: %s was rotated away; finishing it", self.name, safe(tail.path))
+            for key in [k for k in self.idle if k not in found]:
+                path = self.idle.pop(key)[0]  # rotated away while closed: find it and finish it
+                self._resume_rotated({key: path})
         if first:
             self._resume_rotated_while_stopped(found)
 
+    def _room(self) -> bool:
+        """Whether one more file may be opened, closing the longest idle one if needed."""
+        if len(self.tails) < self.max_open:
+            return True
+        idle = [t for t in self.tails.values()
+                if not t.pending and not t.buf and t.skip is None and t.orphan_since is None
+                and not t.waiting_for and t.pos == t.state.offset]
+        if not idle:
+            self._warn_once("max_open", "%s files are open (max_open_files, or the descriptor "
+                            "limit): the next files wait until one is finished", len(self.tails))
+            return False
+        tail = min(idle, key=lambda t: t.last_growth)
+        self.saved[tail.key] = tail.state  # reopened by identity, from where it was
+        self.idle[tail.key] = (tail.path, tail.pos)
+        tail.close()
+        del self.tails[tail.key]
+        return True
+
+    def _warn_once(self, what: str, text: str, *args: object) -> None:
+        if what not in self._warned:
+            self._warned.add(what)
+            log.warning("%s: " + text, self.name, *args)
+
+    def _open_file(self, path: str) -> int | None:
+        """A descriptor on ``path`` when it is a regular file inside the allowed roots: decided
+        on the descriptor, not the name (a name swapped for a symlink or a FIFO between a check
+        and the open cannot slip through, and a FIFO cannot hang the open)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            self._warn_once(f"open:{path}", "cannot open %s: %s", safe(path), exc)
+            return None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            self._warn_once(f"kind:{path}", "not reading %s: not a regular file", safe(path))
+            return None
+        if self.opts.allowed_roots:
+            try:
+                real = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                real = os.path.realpath(path)
+            if not self._inside_roots(real):
+                os.close(fd)
+                self._warn_once(f"root:{path}", "not following %s: it is %s, outside allowed_roots",
+                                safe(path), safe(real))
+                return None
+        return fd
+
+    def _inside_roots(self, real: str) -> bool:
+        return any(real == os.path.realpath(root) or real.startswith(os.path.realpath(root).rstrip("/") + "/")
+                   for root in self.opts.allowed_roots)
+
     def _allowed(self, path: str) -> bool:
+        """A first look by name (the open decides on the descriptor)."""
         if not self.opts.allowed_roots:
             return True
-        real = os.path.realpath(path)
-        for root in self.opts.allowed_roots:
-            if real == root or real.startswith(os.path.realpath(root).rstrip("/") + "/"):
-                return True
-        if path not in self._refused:
-            self._refused.add(path)
-            log.warning("%s: not following %s: it resolves to %s, outside allowed_roots",
-                        self.name, safe(path), safe(real))
+        try:
+            real = os.path.realpath(path)
+        except OSError:  # changing under our feet: look again at the next rescan
+            return False
+        if self._inside_roots(real):
+            return True
+        self._warn_once(f"root:{path}", "not following %s: it resolves to %s, outside allowed_roots",
+                        safe(path), safe(real))
         return False
 
     def _open(self, path: str, first: bool) -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except OSError as exc:
-            log.warning("%s: cannot open %s: %s", self.name, safe(path), exc)
+        opened = self._open_file(path)
+        if opened is None:
             return
+        fd = opened
         st = os.fstat(fd)
         key = file_key(st.st_dev, st.st_ino)
         state = self.saved.get(key)
@@ -223,27 +309,31 @@ class Watcher:
             self.client.hset(self.offsets_key, tail.key, tail.state.dumps())
 
     def _resume_rotated_while_stopped(self, found: dict[str, str]) -> None:
-        for key, state in list(self.saved.items()):
-            if key in found or key in self.tails:
+        self._resume_rotated({k: s.path for k, s in self.saved.items() if k not in found and k not in self.tails})
+
+    def _resume_rotated(self, known: dict[str, str]) -> None:
+        """Files known by identity but not at their path any more: find each one's inode in its
+        folder and finish it from its saved offset, or report the gap."""
+        for key, last_path in known.items():
+            state = self.saved.get(key)
+            if state is None:
                 continue
-            path = find_by_inode(os.path.dirname(state.path) or ".", state.dev, state.ino)
-            fd = os.open(path, os.O_RDONLY) if path else -1
-            if fd >= 0 and same_file(fd, state):
+            path = find_by_inode(os.path.dirname(last_path) or ".", state.dev, state.ino)
+            fd = self._open_file(path) if path else None
+            if fd is not None and same_file(fd, state):
                 tail = Tail(path or state.path, fd, state, self.opts.servicename, self.opts.max_line_bytes)
                 tail.orphan_since = time.monotonic()
                 self.tails[key] = tail
-                log.info("%s: %s was rotated to %s while stopped; finishing it from offset %d",
+                log.info("%s: %s was rotated to %s; finishing it from offset %d",
                          self.name, safe(state.path), safe(path), state.offset)
-            else:
-                if fd >= 0:
-                    os.close(fd)
-                self.client.hdel(self.offsets_key, key)
                 del self.saved[key]
-                if state.closed:
-                    continue  # finished before it went away: nothing was missed
-                self._report_gap(state)
                 continue
+            if fd is not None:
+                os.close(fd)
+            self.client.hdel(self.offsets_key, key)
             del self.saved[key]
+            if not state.closed:  # finished before it went away: nothing was missed
+                self._report_gap(state)
 
     def resync(self) -> None:
         """Believe Redis over memory. If it came back without writes it had acknowledged
@@ -400,12 +490,17 @@ class Watcher:
                 if copy.waiting_for == key:  # its original went away whole: go on from its end
                     self._release(copy, tail.state)
 
-    def run(self) -> int:
+    def run(self, watchdog_s: int = 120) -> int:
         outage = Outage(self.name, self.flags)
+        heartbeat = self.keys.heartbeat(self.name)
+        watchdog = Watchdog(self.name, watchdog_s, report=lambda at: self.client.set(
+            heartbeat, b"%.3f" % at, ex=max(60, watchdog_s)))
+        watchdog.start()
         loaded = False
         next_scan = 0.0
         resync = False
         while not self.flags.stop:
+            turned()
             try:
                 if not loaded:
                     self.load_state()
@@ -439,6 +534,7 @@ class Watcher:
         except REDIS_ERRORS as exc:
             log.warning("%s: could not push the last lines before stopping (%s); they will be "
                         "read again at start", self.name, safe(exc))
+        watchdog.done.set()
         for tail in self.tails.values():
             tail.close()
         log.info("%s: stopped after pushing %d lines", self.name, self.lines_pushed)
@@ -462,7 +558,7 @@ def _holds(raw: bytes | None, state: FileState) -> bool:
 def run(cfg: Config, program: ProgramConfig[WatcherOptions], flags: Flags) -> int:
     rcfg = cfg.redis_for(program)
     watcher = Watcher(program.name, program.options, connect(rcfg), Keys(rcfg.prefix), flags)
-    return watcher.run()
+    return watcher.run(cfg.watchdog_s)
 
 
 def prepare(values: dict[str, Any], section: Section) -> dict[str, Any]:

@@ -637,3 +637,98 @@ def test_watcher_delivers_each_line_once_through_random_copytruncates_restarts_a
     seqs = [int(m.group(1)) for m in (re.match(r"(\d+) seq= ", line) for line in lines_of(r)) if m]
     assert len(seqs) == len(lines_of(r)) and rotations > 3
     assert sorted(seqs) == list(range(written))
+
+
+def test_allowed_roots_cannot_be_raced_by_swapping_a_name(r: redis.Redis, tmp_path: Path) -> None:
+    """race.log flips between an empty file and a symlink to a file outside allowed_roots while
+    the watcher rescans: the decision is made on the open descriptor, so the outside file's
+    content never reaches the queue (before: 38 dead letters of it within a second)."""
+    import threading
+
+    root, outside = tmp_path / "logs", tmp_path / "secret"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "shadow").write_text("".join(f"root:SECRET{n}\n" for n in range(50)))
+    race = root / "race.log"
+    stop_flag = threading.Event()
+
+    def swap() -> None:
+        while not stop_flag.is_set():
+            for make_link in (True, False):
+                tmp = root / "race.tmp"
+                if make_link:
+                    tmp.symlink_to(outside / "shadow")
+                else:
+                    tmp.write_text("")
+                os.replace(tmp, race)
+
+    race.write_text("")
+    w = start(r, make(root / "*.log", allowed_roots=(str(root),)))
+    swapper = threading.Thread(target=swap, daemon=True)
+    swapper.start()
+    try:
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            w.rescan()
+            w.pump()
+            w.flush_due(force=True)
+    finally:
+        stop_flag.set()
+        swapper.join(5)
+    stop(w)
+    assert not any("SECRET" in line for line in lines_of(r))
+
+
+def test_a_fifo_swapped_in_is_skipped_and_hangs_nothing(r: redis.Redis, tmp_path: Path) -> None:
+    import threading
+
+    log = tmp_path / "a.log"
+    log.write_text("one\n")
+    w = start(r, make(tmp_path / "*.log"))
+    step(w)
+    os.mkfifo(tmp_path / "b.log")  # no writer: a blocking open would never return
+    done = threading.Event()
+
+    def scan() -> None:
+        step(w)
+        done.set()
+
+    threading.Thread(target=scan, daemon=True).start()
+    assert done.wait(5), "the watcher hung on a FIFO"
+    with log.open("a") as f:
+        f.write("two\n")
+    step(w)
+    assert lines_of(r) == ["one", "two"]
+    stop(w)
+
+
+def test_more_files_than_descriptors_are_all_read_once(r: redis.Redis, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A glob matching far more files than max_open_files (or the descriptor limit allows):
+    idle files are closed and reopened by identity when they grow, every line read once,
+    and no warning repeats on every rescan."""
+    import resource
+
+    for n in range(300):
+        (tmp_path / f"f{n:03d}.log").write_text(f"{n} first\n")
+    w = start(r, make(tmp_path / "*.log", max_open_files=40))
+    for _ in range(12):
+        step(w)
+    assert len(w.tails) <= 40
+    for n in range(0, 300, 7):
+        with (tmp_path / f"f{n:03d}.log").open("a") as f:
+            f.write(f"{n} second\n")
+    (tmp_path / "f005.log").rename(tmp_path / "rotated.old")  # rotated away while closed
+    with (tmp_path / "rotated.old").open("a") as f:
+        f.write("5 late\n")
+    for _ in range(12):
+        step(w)
+    expected = [f"{n} first" for n in range(300)] + [f"{n} second" for n in range(0, 300, 7)] + ["5 late"]
+    assert sorted(lines_of(r)) == sorted(expected)
+    assert caplog.text.count("files are open") <= 1
+    stop(w)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        assert Watcher("w", make(tmp_path / "*.log"), r, K, Flags()).max_open == 256 - 64
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
