@@ -18,6 +18,7 @@ from elasticsearch import ApiError
 from pipeline import config as config_mod
 from pipeline.config import Config
 from pipeline.core.keys import Keys
+from pipeline.core.logsetup import safe
 from pipeline.errors import ConfigError, LoglinesError, PluginError
 
 Command = Callable[[argparse.Namespace], int]
@@ -117,6 +118,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     _load_plugins(cfg)
     for line in _check_servers(cfg):
         print(f"loglines: {line}", file=sys.stderr)
+    if os.geteuid() == 0:
+        for program in cfg.programs.values():
+            if not program.user:
+                print(f"loglines: warning: [{program.name}] runs as root (supervisord runs as root and "
+                      "the section sets no 'user'): set user = an unprivileged account", file=sys.stderr)
     workers = [p.name for p in cfg.programs.values() if p.type]
     print(f"{cfg.path}: OK ({len(workers)} workers: {', '.join(workers) or 'none'})")
     return 0
@@ -186,11 +192,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     generate(cfg)
     sup = cfg.supervisor
     print(f"web console: http://{sup.host}:{sup.port}/  user: {sup.username}  "
-          f"password: {sup.resolved_password()}", flush=True)
+          f"password: {_where_password(cfg) if not args.show_password else sup.resolved_password()}",
+          flush=True)
     command = [_supervisor_bin("supervisord"), "-c", str(paths(cfg)["conf"])]
     if args.foreground:
         os.execv(command[0], command + ["-n"])
     return subprocess.run(command, check=False).returncode
+
+
+def _where_password(cfg: Config) -> str:
+    """Where the console password is (it is not printed: terminals and CI logs keep output)."""
+    sup = cfg.supervisor
+    if sup.password:
+        return f"'password' in [supervisor] of {cfg.path}"
+    return f"in {sup.password_file} (--show-password prints it)"
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -251,8 +266,9 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         for server, client, _, list_key in lists:
             for entry in dlq.entries(client, list_key):
                 where = f"[{server}] " if several else ""
-                print(f"{number:>5}  {where}{entry.get('time', '?')}  {entry.get('queue', '?'):<14} "
-                      f"{entry.get('worker', '?'):<30} {str(entry.get('reason', ''))[:120]!r}")
+                print(f"{number:>5}  {where}{safe(entry.get('time', '?'), 40)}  "
+                      f"{safe(entry.get('queue', '?'), 60):<14} {safe(entry.get('worker', '?'), 80):<30} "
+                      f"{str(entry.get('reason', ''))[:120]!r}")
                 number += 1
     elif args.action == "show":
         for index in args.index or [0]:
@@ -400,8 +416,9 @@ def _parser() -> argparse.ArgumentParser:
         "write supervisord.conf and workers_available/*.conf (never touches your links)")
     add("enable", cmd_enable, "link a worker into workers_enabled/").add_argument("name")
     add("disable", cmd_disable, "unlink a worker from workers_enabled/").add_argument("name")
-    add("up", cmd_up, "generate the config and start supervisord").add_argument(
-        "--foreground", action="store_true", help="stay in the foreground (Ctrl-C stops all)")
+    up = add("up", cmd_up, "generate the config and start supervisord")
+    up.add_argument("--foreground", action="store_true", help="stay in the foreground (Ctrl-C stops all)")
+    up.add_argument("--show-password", action="store_true", help="print the console password")
     add("down", cmd_down, "stop supervisord and every worker")
     add("worker", cmd_worker, "run one worker in the foreground (what supervisord runs)").add_argument("name")
     add("status", cmd_status, "workers, heartbeats, queues, in-flight and dead letters").add_argument(

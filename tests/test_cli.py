@@ -242,3 +242,41 @@ def test_check_refuses_an_evicting_redis_and_names_one_without_persistence(tmp_p
         assert "[redis]: Redis keeps no append-only file" in capsys.readouterr().out
     finally:
         server.stop()
+
+
+def test_what_redis_holds_is_escaped_in_status_dlq_and_the_reaper_log(write_cfg, r: redis.Redis, capsys,  # type: ignore[no-untyped-def]
+                                                                      caplog) -> None:
+    cfg = str(write_cfg("[worker_b]\ntype = broker\nlistento = a\nfanout = b\n"))
+    forged = "x\n2026-12-01 ERROR pipeline: forged\x1b[31m"
+    r.hset(K.consumers, forged, K.queue(forged))
+    r.rpush(K.inflight(forged), b'{"n": 1}')
+    r.rpush(K.queue(forged), b"{}")
+    r.rpush(K.dead_letters, orjson.dumps({"time": forged, "queue": forged, "worker": forged, "reason": "r"}))
+    assert main(["-c", cfg, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "forged" in out and "\x1b" not in out and "\nforged" not in out and "\n2026-12-01 ERROR" not in out
+    assert main(["-c", cfg, "dlq", "list"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and "\x1b" not in out
+    assert main(["-c", cfg, "reap"]) == 0
+    assert "\x1b" not in caplog.text and "\n2026-12-01 ERROR" not in caplog.text and "forged" in caplog.text
+
+
+def test_check_warns_of_workers_running_as_root_and_up_keeps_the_password_to_itself(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    cfg = tmp_path / "loglines.cfg"
+    cfg.write_text("[supervisor]\npassword_file = var/secret\n"
+                   "[worker_b]\ntype = broker\nlistento = a\nfanout = b\n"
+                   "[worker_c]\ntype = broker\nlistento = c\nfanout = d\nuser = nobody\n")
+    assert main(["-c", str(cfg), "check"]) == 0
+    err = capsys.readouterr().err
+    if os.geteuid() == 0:
+        assert "[worker_b] runs as root" in err and "[worker_c]" not in err
+    from pipeline import config
+    from pipeline.cli import _where_password
+
+    assert main(["-c", str(cfg), "init"]) == 0
+    where = _where_password(config.load(cfg))
+    secret = (tmp_path / "var" / "secret").read_text().strip()
+    assert str(tmp_path / "var" / "secret") in where and secret not in where

@@ -17,6 +17,7 @@ import redis
 from pipeline.config import RedisConfig
 from pipeline.core import message
 from pipeline.core.keys import Keys
+from pipeline.core.logsetup import safe
 
 log = logging.getLogger(__name__)
 
@@ -76,5 +77,5 @@ def _reap_one(
     except redis.WatchError:
         return "raced"
     log.warning("reaper: %s %d message(s) of dead consumer %s (recovery %d)", outcome, len(raws),
-                consumer, max(counts))
+                safe(consumer), max(counts))
     return outcome

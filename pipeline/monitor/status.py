@@ -11,6 +11,7 @@ from pipeline import registry
 from pipeline.config import Config, ProgramConfig
 from pipeline.core.connection import UnfitServer, check_server
 from pipeline.core.keys import Keys
+from pipeline.core.logsetup import safe
 from pipeline.ops.control import process_states
 
 
@@ -97,10 +98,12 @@ def render(status: dict[str, Any]) -> str:
         state = ",".join(sorted(set(w["processes"].values()))) or "-"
         out.append(f"{name:<22} {w['type']:<11} {state:<15} {w['items_total']:>9} {w['items_per_second_5min']:>9}")
     out += ["", "QUEUE                  LENGTH"]
-    out += [f"{q:<22} {n:>6}" for q, n in status["queues"].items()] or ["(none)"]
+    # names read from Redis are anyone's who can write there: escaped, so none forges a line
+    out += [f"{safe(q, 60):<22} {n:>6}" for q, n in status["queues"].items()] or ["(none)"]
     out += ["", "CONSUMER                                   QUEUE          ALIVE  IN-FLIGHT"]
     for cid, c in status["consumers"].items():
-        out.append(f"{cid:<42} {c['queue']:<14} {'yes' if c['alive'] else 'NO':<6} {c['in_flight']:>9}")
+        out.append(f"{safe(cid, 80):<42} {safe(c['queue'], 60):<14} {'yes' if c['alive'] else 'NO':<6} "
+                   f"{c['in_flight']:>9}")
     for server, info in status.get("redis", {}).items():
         out += [f"[{server}]: {w}" for w in info.get("warnings", [])]
     out += ["", f"in flight: {status['in_flight']}   dead letters: {status['dead_letters']}   "

@@ -17,9 +17,10 @@ from __future__ import annotations
 import gc
 import hashlib
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -55,6 +56,9 @@ class EsIndexerOptions:
     flush_ms: int = option(dt.integer(0, 60_000), "how long small messages are gathered into one bulk", 200)
     time_field: str = option(dt.nonempty, "record field with the event time (ISO 8601)", "time")
     id_fields: tuple[str, ...] = option(dt.string_list, "fields hashed into the id of records without a line id", ())
+    max_age_days: int = option(dt.integer(1, 100_000), "records older than this go to <index>-out-of-range "
+                               "(raise it to backfill older history into dated indices)", 400)
+    max_ahead_days: int = option(dt.integer(0, 100_000), "records further ahead go there too", 2)
     request_timeout: float = option(dt.number(1), "seconds per bulk request (within stopwaitsecs)", 20.0)
     max_backoff: float = option(dt.number(1), "longest wait between retries, seconds", 60.0)
     template: str = option(dt.choice("none", "access", "kontext"),
@@ -78,7 +82,9 @@ def client(opts: EsIndexerOptions) -> Elasticsearch:
 
 
 def document_id(record: dict[str, Any], id_fields: Sequence[str]) -> str:
-    line = message.item_id(record)
+    """A line's record: service, file and offset; any other record: ``id_fields``, else the
+    whole record (a bare record's own src/off/service cannot steer it onto a line's id)."""
+    line = message.item_id(record) if "logline" in record else None
     if line is not None:
         key = f"{record.get('service', '')}\x00{line}".encode()
     elif id_fields:
@@ -91,8 +97,12 @@ def document_id(record: dict[str, Any], id_fields: Sequence[str]) -> str:
 _names: dict[tuple[str, str], str] = {}
 
 
-def index_name(pattern: str, record: dict[str, Any], time_field: str) -> str:
-    """``pattern`` with strftime codes filled from the record's own time (cached per time)."""
+def index_name(pattern: str, record: dict[str, Any], time_field: str, max_age_days: int = 400,
+               max_ahead_days: int = 2) -> str:
+    """``pattern`` with strftime codes filled from the record's own time (cached per time). A
+    time further back than ``max_age_days`` or ahead than ``max_ahead_days`` fills none: such a
+    record goes to one fixed index (``access-out-of-range`` for ``access-%Y.%m.%d``), so that
+    hostile times cannot make indices up to the cluster's shard limit."""
     if "%" not in pattern:
         return pattern
     value = record.get(time_field)
@@ -101,14 +111,26 @@ def index_name(pattern: str, record: dict[str, Any], time_field: str) -> str:
         if name is not None:
             return name
         try:
-            name = datetime.fromisoformat(value).strftime(pattern)
+            when = datetime.fromisoformat(value)
         except ValueError:
             return datetime.now(UTC).strftime(pattern)
+        now = datetime.now(UTC)
+        aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+        if not now - timedelta(days=max_age_days) <= aware <= now + timedelta(days=max_ahead_days):
+            name = out_of_range_index(pattern)
+        else:
+            name = when.strftime(pattern)
         if len(_names) > 65536:
             _names.clear()
         _names[(pattern, value)] = name
         return name
     return datetime.now(UTC).strftime(pattern)
+
+
+def out_of_range_index(pattern: str) -> str:
+    """``access-%Y.%m.%d`` -> ``access-out-of-range``."""
+    head = re.sub(r"[-_.]*(%[a-zA-Z][-_.]*)+$", "", pattern)
+    return re.sub(r"%[a-zA-Z]", "", head).rstrip("-_.") + "-out-of-range"
 
 
 class Indexer:
@@ -124,7 +146,8 @@ class Indexer:
         for record in records:
             try:
                 action: dict[str, Any] = {
-                    "_index": index_name(self.opts.index, record, self.opts.time_field),
+                    "_index": index_name(self.opts.index, record, self.opts.time_field,
+                                         self.opts.max_age_days, self.opts.max_ahead_days),
                     "_id": document_id(record, self.opts.id_fields),
                 }
                 if self.opts.pipeline:

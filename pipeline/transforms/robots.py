@@ -17,6 +17,8 @@ from pathlib import Path
 import orjson
 
 LIST_NAME = "COUNTER_Robots_list.json"
+AGENT_CHARS = 2048
+CACHED_AGENTS = 8192
 #: Set (by the worker, from ``loglines robots update``) to use a newer list than the shipped one.
 OVERRIDE_ENV = "LOGLINES_ROBOTS_LIST"
 
@@ -45,7 +47,13 @@ class RobotFilter:
                 raise ValueError(f"bad robots pattern {pattern!r}: {exc}") from None
             compiled.append(f"(?:{pattern})")
         self._regex = re.compile("|".join(compiled) or r"(?!)", re.IGNORECASE)
-        self.is_robot = lru_cache(maxsize=65536)(self._check)
+        self._cached = lru_cache(maxsize=CACHED_AGENTS)(self._check)
+
+    def is_robot(self, user_agent: str) -> bool:
+        """Whether the agent matches; only its first :data:`AGENT_CHARS` characters are looked
+        at (no real agent is longer, and a hostile megabyte costs no more than they do), and
+        the cache holds at most :data:`CACHED_AGENTS` of those prefixes."""
+        return self._cached(user_agent[:AGENT_CHARS])
 
     def _check(self, user_agent: str) -> bool:
         return self._regex.search(user_agent) is not None

@@ -137,7 +137,7 @@ pushto = raw
     cfg = cfg_file(tmp_path, body)
     port = config.load(cfg).supervisor.port
     up = loglines(cfg, "up")
-    assert "password: pw" in up.stdout
+    assert "password: 'password' in [supervisor]" in up.stdout and "pw" not in up.stdout.split("password:")[1]
     try:
         wait_for(lambda: '"RUNNING"' in loglines(cfg, "status", "--json", check=False).stdout, timeout=30,
                  what="workers running")

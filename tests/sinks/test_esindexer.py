@@ -50,12 +50,25 @@ def count(es: Elasticsearch, index: str) -> int:
 
 
 def test_ids_and_index_names() -> None:
-    record = {"service": "s", "src": "abc", "off": 10, "time": "2024-10-10T13:55:36+02:00"}
+    from datetime import UTC, datetime, timedelta
+
+    record = {"service": "s", "src": "abc", "off": 10, "logline": "x", "time": "2024-10-10T13:55:36+02:00"}
     assert document_id(record, ()) == document_id(dict(record, other=1), ())  # the line decides
     assert document_id({"a": 1, "b": 2}, ("a",)) == document_id({"a": 1, "b": 3}, ("a",))
     assert document_id({"a": 1, "b": 2}, ()) != document_id({"a": 1, "b": 3}, ())
-    assert index_name("access-%Y.%m.%d", record, "time") == "access-2024.10.10"
+    # a bare record's own src/off/service cannot put it on a line's id
+    bare = {k: v for k, v in record.items() if k != "logline"}
+    assert document_id(bare, ()) != document_id(record, ())
+    assert index_name("access-%Y.%m.%d", record, "time", max_age_days=10_000) == "access-2024.10.10"
+    recent = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    assert index_name("access-%Y.%m.%d", {"time": recent}, "time") == "access-" + recent[:10].replace("-", ".")
     assert index_name("logs", record, "time") == "logs"
+
+
+def test_hostile_times_cannot_make_indices_without_end() -> None:
+    for stamp in ("0001-01-01T00:00:00+00:00", "9999-12-31T23:59:59+00:00", "2024-10-10T13:55:36+02:00"):
+        assert index_name("kontext-%Y.%m.%d", {"time": stamp}, "time") == "kontext-out-of-range"
+    assert index_name("logs-%Y-%m", {"time": "1970-01-01T00:00:00"}, "time") == "logs-out-of-range"
 
 
 def test_100k_lines_exactly_once_through_two_sigkills(es_url: str, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]

@@ -324,3 +324,26 @@ def test_16_every_builtin_plugin_finishes_adversarial_input_in_time(name: str) -
         counter_robots().is_robot(attack)  # the COUNTER robots patterns read user agents
     worst = max(worst, (time.perf_counter() - started) / len(ADVERSARIAL))
     assert worst < 0.5, f"{name}: {worst:.2f}s on one adversarial line"
+
+
+def test_a_megabyte_user_agent_costs_what_a_long_real_one_does() -> None:
+    """A 1 MiB agent (the default max_line_bytes) took ~3.5 s in kontext and repository, and
+    the robots cache kept every distinct one (60 of them: +66 MiB). Only the first 2,048
+    characters are matched and cached."""
+    import tracemalloc
+
+    from pipeline.transforms import robots
+
+    robots.counter_robots.cache_clear()
+    robot = robots.counter_robots()
+    assert robot.is_robot("Mozilla/5.0 (compatible; Googlebot/2.1)")
+    assert robot.is_robot("x" * 3000 + " Googlebot") is False  # past the prefix: not looked at
+    tracemalloc.start()
+    started = time.perf_counter()
+    for n in range(60):
+        robot.is_robot(f"{n} " + "Mozilla/5.0 " * 90_000)
+    took = time.perf_counter() - started
+    grown = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert took < 2 and grown < 5 * 1024 * 1024, (took, grown)
+    assert robot._cached.cache_info().maxsize == robots.CACHED_AGENTS
