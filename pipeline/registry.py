@@ -29,6 +29,7 @@ BUILTIN = (
     "pipeline.sinks.tracker",
     "pipeline.sinks.esindexer",
     "pipeline.ops.schedule",
+    "pipeline.sources.http",
 )
 
 

@@ -148,3 +148,12 @@ def http_url(text: str) -> str:
     if not value.startswith(("http://", "https://")) or len(value) < 10:
         raise ValueError("expected an http:// or https:// URL")
     return value
+
+
+def listen_address(text: str) -> str:
+    """``host:port`` (``[::1]:port`` for IPv6) to listen on."""
+    value = text.strip()
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("expected host:port such as 127.0.0.1:8514")
+    return value

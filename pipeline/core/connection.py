@@ -11,6 +11,7 @@ import re
 from urllib.parse import unquote, urlsplit
 
 import redis
+import redis.asyncio
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
@@ -103,3 +104,21 @@ def check_server(client: redis.Redis) -> list[str]:
                         "acknowledged since its last snapshot (appendonly yes, appendfsync always "
                         "keeps it)")
     return warnings
+
+
+def connect_async(cfg: RedisConfig) -> redis.asyncio.Redis:
+    """The asyncio client of the HTTP workers: the same settings as :func:`connect` (plain,
+    TLS or unix socket; no retries inside the client)."""
+    import redis.asyncio
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    kwargs: dict[str, object] = {"socket_timeout": cfg.socket_timeout,
+                                 "socket_connect_timeout": cfg.socket_timeout,
+                                 "retry": AsyncRetry(NoBackoff(), 0)}
+    password = cfg.resolved_password()
+    if password:
+        kwargs["password"] = password
+    url = cfg.connection_url()
+    if url.startswith("redis+sentinel://"):
+        raise ValueError("the HTTP workers take a redis://, rediss:// or unix:// server")
+    return redis.asyncio.Redis.from_url(url, **kwargs)

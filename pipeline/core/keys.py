@@ -63,6 +63,10 @@ class Keys:
         """A random secret made at first use (the key of the MAC on the tracker's failed events)."""
         return self._key("secret", purpose)
 
+    def idempotency(self, token: str, key_digest: str) -> str:
+        """Exists (with a TTL) once a request with this Idempotency-Key was taken: its answer."""
+        return self._key("idem", token, key_digest)
+
     def sent(self, event_id: str) -> str:
         """Exists (with a TTL) once a tracker event was accepted by the tracker."""
         return self._key("sent", event_id)

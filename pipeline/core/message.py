@@ -95,7 +95,7 @@ def decode(raw: bytes, max_bytes: int, max_items: int = MAX_ITEMS) -> list[Item]
                 raise PayloadError(f"more than {max_items} items in one message")
             items += _expand(element, index)
         else:
-            if _too_deep(element):
+            if too_deep(element):
                 raise PayloadError(f"item {index} nests deeper than {MAX_DEPTH} levels")
             items.append(element)
         if len(items) > max_items:
@@ -103,7 +103,7 @@ def decode(raw: bytes, max_bytes: int, max_items: int = MAX_ITEMS) -> list[Item]
     return items
 
 
-def _too_deep(value: dict[str, Any]) -> bool:
+def too_deep(value: dict[str, Any]) -> bool:
     if not any(type(v) is dict or type(v) is list for v in value.values()):
         return False  # the common flat record
     stack: list[tuple[Any, int]] = [(value, 1)]

@@ -83,12 +83,15 @@ def client(opts: EsIndexerOptions) -> Elasticsearch:
 
 def document_id(record: dict[str, Any], id_fields: Sequence[str]) -> str:
     """A line's record: service, file and offset; any other record: ``id_fields``, else the
-    whole record (a bare record's own src/off/service cannot steer it onto a line's id)."""
+    ``event_id`` HTTP ingest gave it, else the whole record (a bare record's own
+    src/off/service cannot steer it onto a line's id)."""
     line = message.item_id(record) if "logline" in record else None
     if line is not None:
         key = f"{record.get('service', '')}\x00{line}".encode()
     elif id_fields:
         key = orjson.dumps([record.get(name) for name in id_fields])
+    elif isinstance(record.get("event_id"), str):  # given by HTTP ingest: stable across retries
+        return str(record["event_id"])
     else:
         key = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha1(key).hexdigest()

@@ -1,0 +1,228 @@
+"""What every HTTP worker shares: a small ASGI toolkit on uvicorn (httptools, uvloop).
+
+uvicorn with httptools and uvloop was measured against aiohttp and granian on the ingest
+path (single-event POSTs pushed to Redis, 64 connections): 26.5k requests/s against 20.8k and
+20.1k (see docs/benchmarks.md); this module gives its raw ASGI interface what the workers
+need and nothing more: tokens, bounded and timed request bodies (gzip included, the limit on
+the decompressed bytes), JSON answers, a server bound with SO_REUSEPORT so that ``numprocs``
+processes share one port, and stop requests that only set the worker's flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import socket
+import zlib
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+
+from pipeline.core.lifecycle import Flags, install_signal_handlers, turned
+from pipeline.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class HttpError(Exception):
+    """An answer other than success: status, a message for the client, extra headers."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, dict(headers or {})
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]  # lower-case names; the last of repeated headers
+    receive: Receive
+
+    @classmethod
+    def of(cls, scope: Scope, receive: Receive) -> Request:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        return cls(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
+                   headers, receive)
+
+    @property
+    def content_type(self) -> str:
+        return self.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+    async def body(self, limit: int, timeout: float) -> bytes:
+        """The body, decompressed when gzip, or :class:`HttpError` 413 past ``limit`` bytes
+        (decompressed: no zip bombs), 408 when the client takes longer than ``timeout``."""
+        declared = self.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise HttpError(413, f"the body of {declared} bytes is over the limit of {limit} bytes")
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip"):
+            raise HttpError(415, f"Content-Encoding {encoding!r} is not accepted (gzip is)")
+        inflate = zlib.decompressobj(wbits=31) if encoding == "gzip" else None
+        parts: list[bytes] = []
+        size = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        more = True
+        try:
+            while more:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise HttpError(408, f"the request was not sent within {timeout:g} s")
+                message = await asyncio.wait_for(self.receive(), left)
+                if message["type"] == "http.disconnect":
+                    raise HttpError(400, "the client went away")
+                chunk, more = message.get("body", b""), message.get("more_body", False)
+                if inflate is not None:
+                    chunk = inflate.decompress(chunk, limit - size + 1)
+                    if inflate.unconsumed_tail:
+                        raise HttpError(413, f"the body decompresses to more than {limit} bytes")
+                size += len(chunk)
+                if size > limit:
+                    raise HttpError(413, f"the body is over the limit of {limit} bytes"
+                                    + (" decompressed" if inflate is not None else ""))
+                parts.append(chunk)
+            if inflate is not None:
+                tail = inflate.flush(limit - size + 1)
+                if size + len(tail) > limit:
+                    raise HttpError(413, f"the body decompresses to more than {limit} bytes")
+                if not inflate.eof:
+                    raise HttpError(400, "the gzip body is cut short")
+                parts.append(tail)
+        except TimeoutError:
+            raise HttpError(408, f"the request was not sent within {timeout:g} s") from None
+        except zlib.error as exc:
+            raise HttpError(400, f"the body is not valid gzip: {exc}") from None
+        return b"".join(parts)
+
+
+async def answer(send: Send, status: int, body: bytes, content_type: str = "application/json",
+                 headers: Mapping[str, str] | None = None) -> None:
+    pairs = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
+    pairs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": pairs})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def answer_json(send: Send, status: int, value: Any, headers: Mapping[str, str] | None = None) -> None:
+    await answer(send, status, orjson.dumps(value), headers=headers)
+
+
+async def answer_error(send: Send, error: HttpError) -> None:
+    await answer_json(send, error.status, {"error": error.message, "status": error.status}, error.headers)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """``name:token`` lines of a tokens file (a line with a bare token is named ``token-<line>``;
+    a token holds no ``:``); compared in constant time, never logged."""
+
+    by_token: dict[bytes, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> Tokens:
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as exc:
+            raise ConfigError(f"cannot read the tokens file {path}: {exc.strerror}") from None
+        found: dict[bytes, str] = {}
+        for number, line in enumerate(lines, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            name, sep, token = text.partition(":")
+            if not sep:
+                name, token = f"token-{number}", text
+            if len(token.strip()) < 16:
+                raise ConfigError(f"{path}, line {number}: a token needs 16 characters or more")
+            found[token.strip().encode()] = name.strip()
+        if not found:
+            raise ConfigError(f"the tokens file {path} holds no token: every request would be refused")
+        return cls(found)
+
+    def name_of(self, headers: Mapping[str, str]) -> str | None:
+        """The name of the token in ``Authorization: Bearer <token>`` (or ``X-Api-Key``), or
+        None. Every known token is compared, in constant time."""
+        given = headers.get("authorization", "")
+        if given[:7].lower() == "bearer ":
+            given = given[7:].strip()
+        else:
+            given = headers.get("x-api-key", "").strip()
+        candidate = given.encode()
+        match = None
+        for token, name in self.by_token.items():
+            if hmac.compare_digest(token, candidate):
+                match = name
+        return match
+
+
+def bound_socket(listen: str, reuse_port: bool) -> socket.socket:
+    """A listening socket on ``host:port``; with ``reuse_port`` several processes share it."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, int(port)))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, with stop requests arriving through the worker's flags."""
+
+    def __init__(self, config: uvicorn.Config, flags: Flags) -> None:
+        super().__init__(config)
+        self.flags = flags
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        install_signal_handlers(self.flags)  # they only set the flag
+        yield
+
+    async def on_tick(self, counter: int) -> bool:
+        turned()
+        if self.flags.stop:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    listen: str
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_connections: int = 1000
+    keep_alive_s: float = 5.0
+    graceful_s: float = 10.0
+
+
+def serve(app: Callable[[Scope, Receive, Send], Awaitable[None]], settings: ServerSettings,
+          flags: Flags, reuse_port: bool) -> int:
+    """Run ``app`` until a stop is requested; in-flight requests are finished first."""
+    config = uvicorn.Config(
+        app, http="httptools", loop="uvloop", lifespan="on", access_log=False, log_config=None,
+        limit_concurrency=settings.max_connections, timeout_keep_alive=int(settings.keep_alive_s),
+        timeout_graceful_shutdown=int(settings.graceful_s), server_header=False, date_header=True,
+        ssl_certfile=settings.tls_cert or None, ssl_keyfile=settings.tls_key or None,
+        proxy_headers=False)
+    sock = bound_socket(settings.listen, reuse_port)
+    log.info("listening on %s%s (pid %d)", settings.listen, " (TLS)" if settings.tls_cert else "", os.getpid())
+    _Server(config, flags).run(sockets=[sock])
+    return 0

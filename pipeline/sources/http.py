@@ -1,0 +1,418 @@
+"""HTTP ingest: applications POST events; a 2xx answer means they are in Redis.
+
+``POST /v1/events`` takes a JSON object, a JSON array of objects, or NDJSON (gzip accepted);
+``POST /logger/insert`` takes the crowdsourcing logger's one JSON object and answers ``True``
+as it did. A request is all or nothing: a bad line anywhere is a 400 naming it, and nothing of
+the request is enqueued. Every event gets the server time when it has none, the name of the
+token that sent it, and a stable ``event_id``: from the ``Idempotency-Key`` header and its
+position in the request, else its own ``id`` field, else a hash of the event (the indexer
+uses it as the document id, so a replayed request never makes a second document).
+
+Many concurrent requests share one commit (a group): one Lua script pushes every request's
+messages and records each ``Idempotency-Key`` with the answer given, atomically, so with
+``appendfsync always`` a group costs one fsync, and a retry with the same key is answered as
+the first request was without enqueuing again, whichever process of ``numprocs`` takes it.
+Over ``high_water`` messages in the queue (until it is back under ``low_water``), or with
+Redis unreachable, requests are answered 503 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+import redis.asyncio
+
+from pipeline.config import Config, ProgramConfig, RedisConfig
+from pipeline.config import datatypes as dt
+from pipeline.config.options import key as option
+from pipeline.core import message
+from pipeline.core.connection import REDIS_ERRORS, connect_async
+from pipeline.core.http import (
+    HttpError,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    ServerSettings,
+    Tokens,
+    answer,
+    answer_error,
+    answer_json,
+    serve,
+)
+from pipeline.core.keys import Keys
+from pipeline.core.lifecycle import Flags
+from pipeline.core.logsetup import safe
+from pipeline.core.worker import consumer_id
+from pipeline.registry import Component, Section, resolve_paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    pushto: str = option(dt.name, "queue the events are pushed to")
+    tokens_file: str = option(dt.nonempty, "file of tokens, one per line, optionally name:token")
+    listen: str = option(dt.listen_address, "address and port to listen on", "127.0.0.1:8514")
+    servicename: str = option(dt.nonempty, "service name put on events that have none", "")
+    max_body_bytes: int = option(dt.byte_size, "largest request body (after gzip)", 10 * 1024 * 1024)
+    max_events: int = option(dt.integer(1, 1_000_000), "events per request at most", 10_000)
+    high_water: int = option(dt.integer(1), "queue length (messages) at which requests get 503", 100_000)
+    low_water: int = option(dt.integer(0), "queue length under which they are taken again "
+                                           "(default: 80% of high_water)", 0)
+    time_field: str = option(dt.nonempty, "field given the server time when an event has none", "@timestamp")
+    idempotency_ttl: int = option(dt.integer(60), "seconds an Idempotency-Key is remembered", 86400)
+    request_timeout: float = option(dt.number(0.1), "seconds a client has to send its request", 10.0)
+    max_connections: int = option(dt.integer(1, 1_000_000), "open connections at most (more get 503)", 1000)
+    max_pending_bytes: int = option(dt.byte_size, "request bodies being read and committed at once, "
+                                                  "in bytes (the memory bound)", 64 * 1024 * 1024)
+    tls_cert: str = option(str, "certificate (PEM) to serve HTTPS with", "")
+    tls_key: str = option(str, "its private key (PEM)", "")
+
+
+#: One commit for a whole group of requests: each request's messages are pushed unless its
+#: Idempotency-Key is known, in which case the answer given to it the first time comes back.
+GROUP_COMMIT = """
+local ttl = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local a, k = 3, 2
+local out = {}
+for r = 1, n do
+  local has, answer, m = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
+  local before = false
+  if has == '1' then before = redis.call('GET', KEYS[k]) end
+  if before then
+    out[r] = before
+  else
+    for i = 0, m - 1 do redis.call('RPUSH', KEYS[1], ARGV[a + i]) end
+    if has == '1' then redis.call('SET', KEYS[k], answer, 'EX', ttl) end
+    out[r] = ''
+  end
+  if has == '1' then k = k + 1 end
+  a = a + m
+end
+return out
+"""
+
+GROUP_REQUESTS = 256
+GROUP_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class Pending:
+    idem_key: str  # the Redis key of its Idempotency-Key, or ""
+    answer: bytes  # what to answer (and to remember for a retry)
+    messages: list[bytes]
+    done: asyncio.Future[tuple[bytes, bool]]
+
+
+class Committer:
+    """Group commit: requests wait here until the running commit is done, then go in the next
+    one together. Also watches the queue's length and whether Redis takes writes."""
+
+    def __init__(self, client: redis.asyncio.Redis, keys: Keys, opts: HttpOptions, name: str) -> None:
+        self.client, self.keys, self.opts, self.name = client, keys, opts, name
+        self.queue_key = keys.queue(opts.pushto)
+        self.script = client.register_script(GROUP_COMMIT)
+        self.pending: list[Pending] = []
+        self.wake = asyncio.Event()
+        self.low_water = opts.low_water or opts.high_water * 4 // 5
+        self.refusing = False  # over high water, until under low water
+        self.writable = False  # Redis took the last write probe
+        self.checked = 0.0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self._commit_loop()), loop.create_task(self._watch_loop())]
+
+    async def stop(self) -> None:
+        while self.pending:
+            await asyncio.sleep(0.01)
+        for task in self.tasks:
+            task.cancel()
+        await self.client.aclose()
+
+    async def commit(self, idem_key: str, answer: bytes, messages: list[bytes]) -> tuple[bytes, bool]:
+        """Push ``messages`` (unless the key says this request was taken before); the answer
+        to give (``answer``, or the one given the first time) and whether it is a replay."""
+        done: asyncio.Future[tuple[bytes, bool]] = asyncio.get_running_loop().create_future()
+        self.pending.append(Pending(idem_key, answer, messages, done))
+        self.wake.set()
+        return await done
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.pending:
+                group: list[Pending] = []
+                size = 0
+                while self.pending and len(group) < GROUP_REQUESTS and size < GROUP_BYTES:
+                    item = self.pending.pop(0)
+                    group.append(item)
+                    size += sum(map(len, item.messages))
+                await self._commit(group)
+
+    async def _commit(self, group: list[Pending]) -> None:
+        keys = [self.queue_key] + [p.idem_key for p in group if p.idem_key]
+        args: list[bytes | int] = [self.opts.idempotency_ttl, len(group)]
+        for p in group:
+            args += [b"1" if p.idem_key else b"0", p.answer, len(p.messages), *p.messages]
+        try:
+            results = await self.script(keys=keys, args=args)
+        except REDIS_ERRORS as exc:
+            self.writable = False
+            log.warning("%s: Redis did not take %d request(s): %s", self.name, len(group), safe(exc))
+            for p in group:
+                if not p.done.done():
+                    p.done.set_exception(HttpError(503, "Redis is not taking writes now",
+                                                   {"Retry-After": "2"}))
+            return
+        self.writable = True
+        for p, before in zip(group, results, strict=True):
+            if not p.done.done():
+                p.done.set_result((bytes(before), True) if before else (p.answer, False))
+
+    async def _watch_loop(self) -> None:
+        """The queue's length (for back-pressure) and a write probe (for /healthz), 5 times a
+        second."""
+        probe = self.keys.heartbeat(f"{consumer_id(self.name)}/http")
+        while True:
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.llen(self.queue_key)
+                    pipe.set(probe, b"%.3f" % time.time(), ex=30)
+                    length, _ = await pipe.execute()
+                self.writable = True
+                if length >= self.opts.high_water and not self.refusing:
+                    log.warning("%s: queue %s holds %d messages (high_water %d): answering 503 until it "
+                                "is under %d", self.name, self.opts.pushto, length, self.opts.high_water,
+                                self.low_water)
+                self.refusing = length >= self.opts.high_water or (self.refusing and length > self.low_water)
+            except REDIS_ERRORS:
+                self.writable = False
+            self.checked = time.monotonic()
+            await asyncio.sleep(0.2)
+
+
+class Ingest:
+    """The ASGI application of one ``http`` worker."""
+
+    def __init__(self, name: str, opts: HttpOptions, rcfg: RedisConfig) -> None:
+        self.name, self.opts, self.rcfg = name, opts, rcfg
+        self.tokens = Tokens.load(Path(opts.tokens_file))
+        self.keys = Keys(rcfg.prefix)
+        self.committer: Committer | None = None
+        self.budget: asyncio.Semaphore | None = None  # in units of 64 KiB of pending bodies
+        self.service = opts.servicename
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        request = Request.of(scope, receive)
+        try:
+            await self._route(request, send)
+        except HttpError as error:
+            await answer_error(send, error)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                self.committer = Committer(connect_async(self.rcfg), self.keys, self.opts, self.name)
+                self.committer.start()
+                self.budget = asyncio.Semaphore(max(1, self.opts.max_pending_bytes // UNIT))
+                await send({"type": "lifespan.startup.complete"})
+            elif event["type"] == "lifespan.shutdown":
+                if self.committer is not None:
+                    await self.committer.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _route(self, request: Request, send: Send) -> None:
+        routes = {"/v1/events": "POST", "/logger/insert": "POST", "/healthz": "GET", "/readyz": "GET"}
+        method = routes.get(request.path)
+        if method is None:
+            raise HttpError(404, f"no such endpoint: {request.path[:200]}")
+        token = self.tokens.name_of(request.headers)
+        if token is None:
+            raise HttpError(401, "a valid token is needed (Authorization: Bearer <token>)",
+                            {"WWW-Authenticate": 'Bearer realm="loglines"'})
+        if request.method != method:
+            raise HttpError(405, f"{request.path} takes {method}", {"Allow": method})
+        assert self.committer is not None
+        if request.path == "/healthz":
+            healthy = self.committer.writable and time.monotonic() - self.committer.checked < 2
+            await answer_json(send, 200 if healthy else 503,
+                              {"redis": "takes writes" if healthy else "not taking writes"})
+            return
+        if request.path == "/readyz":
+            ready = self.committer.writable and not self.committer.refusing
+            await answer_json(send, 200 if ready else 503,
+                              {"ready": ready, "over_high_water": self.committer.refusing})
+            return
+        await self._ingest(request, send, token, legacy=request.path == "/logger/insert")
+
+    async def _ingest(self, request: Request, send: Send, token: str, legacy: bool) -> None:
+        assert self.committer is not None and self.budget is not None
+        kind = request.content_type
+        if legacy:
+            pass  # the crowdsourcing logger's clients sent what they sent: the body is JSON
+        elif kind not in ("application/json", "application/x-ndjson", "application/jsonl"):
+            raise HttpError(415, f"Content-Type {kind!r}: send application/json or application/x-ndjson")
+        if self.committer.refusing or not self.committer.writable:
+            raise HttpError(503, "the queue is over its high-water mark" if self.committer.refusing
+                            else "Redis is not taking writes now", {"Retry-After": "2"})
+        idem = request.headers.get("idempotency-key", "")
+        if len(idem) > 255 or not idem.isprintable():
+            raise HttpError(400, "Idempotency-Key must be at most 255 printable characters")
+        declared = request.headers.get("content-length", "")
+        wanted = self.opts.max_body_bytes
+        if declared.isdigit() and request.headers.get("content-encoding", "") in ("", "identity"):
+            wanted = min(wanted, int(declared))
+        units = max(1, min(-(-wanted // UNIT), self.opts.max_pending_bytes // UNIT))
+        await _acquire(self.budget, units, self.opts.request_timeout)
+        try:
+            body = await request.body(self.opts.max_body_bytes, self.opts.request_timeout)
+            events = parse(body, kind if not legacy else "application/json", self.opts.max_events,
+                           single=legacy)
+            messages = self._messages(events, token, idem)
+            accepted = b"True" if legacy else orjson.dumps({"accepted": len(events)})
+            idem_key = self.keys.idempotency(token, hashlib.sha1(idem.encode()).hexdigest()) if idem else ""
+            given, replayed = await self.committer.commit(idem_key, accepted, messages)
+        finally:
+            for _ in range(units):
+                self.budget.release()
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
+        if legacy:
+            await answer(send, 200, given, "text/plain", headers)
+        else:
+            await answer(send, 202, given, headers=headers)
+
+    def _messages(self, events: list[dict[str, Any]], token: str, idem: str) -> list[bytes]:
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for position, event in enumerate(events):
+            if idem:
+                origin = f"{token}\x00key\x00{idem}\x00{position}"
+            elif "id" in event:
+                origin = f"{token}\x00id\x00{orjson.dumps(event['id']).decode()}"
+            else:
+                origin = "\x00".join((token, "event", orjson.dumps(event, option=orjson.OPT_SORT_KEYS).decode()))
+            event["event_id"] = hashlib.sha1(origin.encode("utf-8", "surrogatepass")).hexdigest()
+            event.setdefault(self.opts.time_field, now)
+            event["token_name"] = token
+            if self.service:
+                event.setdefault("service", self.service)
+        messages, bad = message.pack(events, self.rcfg.message_bytes)
+        if bad:
+            index = next(i for i, e in enumerate(events) if e is bad[0][0])
+            raise HttpError(400, f"event {index + 1}: {bad[0][1]}")
+        return messages
+
+
+UNIT = 64 * 1024
+
+
+async def _acquire(budget: asyncio.Semaphore, units: int, timeout: float) -> None:
+    """Take ``units`` of the pending-bytes budget, or 503 when the wait would outlast the
+    request's time."""
+    taken = 0
+    try:
+        async with asyncio.timeout(timeout):
+            for _ in range(units):
+                await budget.acquire()
+                taken += 1
+    except TimeoutError:
+        for _ in range(taken):
+            budget.release()
+        raise HttpError(503, "too many requests are being taken at once", {"Retry-After": "1"}) from None
+
+
+def parse(body: bytes, kind: str, max_events: int, single: bool = False) -> list[dict[str, Any]]:
+    """The events of a body, all or nothing: the first bad line (or element) is a 400 naming
+    it and why."""
+    if kind == "application/json":
+        try:
+            value = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HttpError(400, f"the body is not JSON: {exc}") from None
+        if isinstance(value, dict):
+            events = [value]
+        elif isinstance(value, list) and not single:
+            events = value
+        else:
+            raise HttpError(400, "the body must be a JSON object" + ("" if single else " or an array of objects"))
+        for index, event in enumerate(events):
+            if type(event) is not dict:
+                raise HttpError(400, f"element {index + 1} is a {type(event).__name__}, not an object")
+    else:
+        events = []
+        for number, line in enumerate(body.split(b"\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise HttpError(400, f"line {number} is not JSON: {exc}") from None
+            if type(event) is not dict:
+                raise HttpError(400, f"line {number} is a {type(event).__name__}, not an object")
+            events.append(event)
+            if len(events) > max_events:
+                break
+    if len(events) > max_events:
+        raise HttpError(413, f"more than {max_events} events in one request (max_events)")
+    if not events:
+        raise HttpError(400, "the request holds no event")
+    for index, event in enumerate(events):
+        if message.too_deep(event):
+            raise HttpError(400, f"event {index + 1} nests deeper than {message.MAX_DEPTH} levels")
+    return events
+
+
+def run(cfg: Config, program: ProgramConfig[HttpOptions], flags: Flags) -> int:
+    opts = program.options
+    app = Ingest(program.name, opts, cfg.redis_for(program))
+    settings = ServerSettings(opts.listen, opts.tls_cert, opts.tls_key, opts.max_connections,
+                              graceful_s=max(1.0, program.stopwaitsecs - 5.0))
+    return serve(app, settings, flags, reuse_port=program.numprocs > 1)
+
+
+def prepare(values: dict[str, Any], section: Section) -> dict[str, Any]:
+    values["servicename"] = values["servicename"] or section.name.split("_", 1)[-1]
+    resolve_paths(values, section, "tokens_file", "tls_cert", "tls_key")
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        raise section.error("TLS needs both tls_cert and tls_key", "tls_cert" if not values["tls_cert"]
+                            else "tls_key", "")
+    if values["low_water"] and values["low_water"] >= values["high_water"]:
+        raise section.error(f"must be below high_water ({values['high_water']})", "low_water",
+                            str(values["low_water"]))
+    return values
+
+
+def validate(opts: HttpOptions, rcfg: RedisConfig, section: Section) -> None:
+    if opts.max_body_bytes + 64 * 1024 > rcfg.max_payload_bytes:
+        raise section.error(f"must stay 64 KiB under max_payload_bytes ({rcfg.max_payload_bytes}) of "
+                            f"[{rcfg.name}]: one event can be as long as a body", "max_body_bytes",
+                            section.items.get("max_body_bytes", str(opts.max_body_bytes)))
+    if rcfg.url.startswith("redis+sentinel://"):
+        raise section.error("the http worker takes a redis://, rediss:// or unix:// server", "redis",
+                            rcfg.name)
+
+
+COMPONENT = Component(
+    "http", "takes events over HTTP; answers 2xx once they are in Redis", HttpOptions, run,
+    writes=("pushto",), prepare=prepare, validate=validate, blocking=("request_timeout",))
