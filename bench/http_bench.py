@@ -46,18 +46,17 @@ def insert():
     return "True"
 '''
 
-SINGLE = '''wrk.method = "POST"
-wrk.body = '{"worker_id": "w-17", "task": "label-42", "event": "submit", "answer": "cat"}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer %s"
-''' % TOKEN
+SINGLE = ('wrk.method = "POST"\n'
+          """wrk.body = '{"worker_id": "w-17", "task": "label-42", "event": "submit", "answer": "cat"}'\n"""
+          'wrk.headers["Content-Type"] = "application/json"\n'
+          f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n')
 
 
 def batch_script() -> str:
-    lines = "\\n".join('{\\"worker_id\\": \\"w-%d\\", \\"task\\": \\"label-42\\", \\"event\\": \\"submit\\"}' % n
+    lines = "\\n".join(f'{{\\"worker_id\\": \\"w-{n}\\", \\"task\\": \\"label-42\\", \\"event\\": \\"submit\\"}}'
                        for n in range(500))
-    return ('wrk.method = "POST"\nwrk.body = "%s"\nwrk.headers["Content-Type"] = "application/x-ndjson"\n'
-            'wrk.headers["Authorization"] = "Bearer %s"\n' % (lines, TOKEN))
+    return (f'wrk.method = "POST"\nwrk.body = "{lines}"\nwrk.headers["Content-Type"] = "application/x-ndjson"\n'
+            f'wrk.headers["Authorization"] = "Bearer {TOKEN}"\n')
 
 
 def wrk(url: str, script: Path, seconds: int, connections: int = 64) -> tuple[float, float]:
