@@ -245,3 +245,32 @@ def test_sigterm_finishes_what_it_took(tmp_path: Path, redis_server, r) -> None:
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0
     assert [e["a"] for e in queued(r)] == [1]
+
+
+def test_tls(tmp_path: Path, redis_server, r) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    ingest = Ingest(tmp_path, redis_server.url, f"tls_cert = {cert}\ntls_key = {key}\n")
+    ingest.url = ingest.url.replace("http://", "https://")
+    for worker in ingest.workers:
+        worker.start()
+    try:
+        wait_for(lambda: _tls_answers(ingest.url, cert), timeout=30, what="the TLS listener")
+        reply = requests.post(ingest.url + "/v1/events", data=b'{"a": 1}', verify=str(cert),
+                              headers={"Content-Type": "application/json", **AUTH}, timeout=10)
+        assert reply.status_code == 202 and [e["a"] for e in queued(r)] == [1]
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(ingest.url + "/healthz", headers=AUTH, timeout=5)  # not a trusted certificate
+    finally:
+        ingest.stop()
+
+
+def _tls_answers(url: str, cert: Path) -> bool:
+    try:
+        return requests.get(url + "/healthz", headers=AUTH, verify=str(cert), timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
