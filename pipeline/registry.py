@@ -30,6 +30,7 @@ BUILTIN = (
     "pipeline.sinks.esindexer",
     "pipeline.ops.schedule",
     "pipeline.sources.http",
+    "pipeline.sinks.forward",
 )
 
 
@@ -70,6 +71,8 @@ class Component:
     validate: Callable[[Any, RedisConfig, Section], None] | None = None
     #: option keys naming what only one worker of this type may use (a file logger's file)
     exclusive: tuple[str, ...] = ()
+    #: what ``loglines status`` shows of a worker beyond its queues (client, keys, program)
+    report: Callable[[Any, Any, Any], dict[str, Any]] | None = None
 
     def queues(self, options: object) -> list[str]:
         """The queue names this worker's options name, read first, then written."""

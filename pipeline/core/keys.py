@@ -79,6 +79,10 @@ class Keys:
         """List: where a watcher's files were when they were truncated (for copytruncate's copy)."""
         return self._key("truncated", watcher)
 
+    def forward(self, worker: str) -> str:
+        """Hash: a forwarder's target -> how its delivery stands (state, spool figures)."""
+        return self._key("forward", worker)
+
     def filelog(self, worker: str) -> str:
         """Hash: output file -> size acknowledged by a file logger."""
         return self._key("filelog", worker)

@@ -63,6 +63,10 @@ def collect(cfg: Config, clients: dict[str, redis.Redis]) -> dict[str, Any]:
             "items_total": totals.get(name, 0),
             "items_per_second_5min": round(recent.get(name, 0) / 300, 2),
         }
+        component = registry.get(program.type) if program.type else None
+        if component is not None and component.report is not None and program.redis in clients:
+            workers[name] |= component.report(clients[program.redis], Keys(cfg.redis[program.redis].prefix),
+                                              program)
     return {
         "supervisord": "running" if states is not None else "not running",
         "workers": workers,
@@ -97,6 +101,12 @@ def render(status: dict[str, Any]) -> str:
     for name, w in status["workers"].items():
         state = ",".join(sorted(set(w["processes"].values()))) or "-"
         out.append(f"{name:<22} {w['type']:<11} {state:<15} {w['items_total']:>9} {w['items_per_second_5min']:>9}")
+    for name, w in status["workers"].items():
+        for target, t in w.get("targets", {}).items():
+            state = t["state"] + (f" until {t['until']}" if "until" in t else "")
+            out.append(f"{name} -> {safe(target, 30)} ({safe(t['url'], 60)}): {state}; queue {t['queue']}, spool "
+                       f"{t['spool_batches']} batches / {t['spool_bytes']} bytes (oldest {t['spool_oldest_age_s']} s), "
+                       f"sent {t['sent']}, dropped {t['dropped']}")
     out += ["", "QUEUE                  LENGTH"]
     # names read from Redis are anyone's who can write there: escaped, so none forges a line
     out += [f"{safe(q, 60):<22} {n:>6}" for q, n in status["queues"].items()] or ["(none)"]

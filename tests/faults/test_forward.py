@@ -1,0 +1,145 @@
+"""Fault scenarios of the forwarder: a site shipping to other loglines nodes over HTTP ingest,
+through a fault proxy; every line once at every receiver, whatever fails in between."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.faults import Scenario
+from tests.support.forwarding import Receiver, Site, wait_received
+from tests.support.servers import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def check(scenario: Scenario, receiver: Receiver, written: int, note: str = "", lost_ok: int = 0) -> None:
+    result = scenario.record(f"fwd:{receiver.dir.name}"[:8], receiver.seen(), written, note)
+    assert result["duplicated"] == 0 and result["unexpected"] == 0, result
+    assert result["lost"] == lost_ok, result
+
+
+def test_32_target_down_for_minutes_spills_to_the_spool_and_replays_in_order(tmp_path: Path) -> None:
+    outage = float(os.environ.get("LOGLINES_FORWARD_OUTAGE_S", "600"))
+    scenario = Scenario(f"32 forward: target down {outage / 60:g} min, spool spill")
+    receiver = Receiver(tmp_path, "central").start()
+    site = Site(tmp_path, [receiver], "queue_max_items = 20\n").start()
+    redis_peak = 0
+    try:
+        site.write(500, pace=0.05)
+        wait_received(receiver, 500)
+        with receiver.proxy.refusing():
+            ends = time.monotonic() + outage
+            while time.monotonic() < ends:  # a steady trickle all along: 2 batches a second
+                site.write(100)
+                queue = site.redis.client().llen("{loglines}:q:forward.worker_fwd.central")
+                redis_peak = max(redis_peak, int(queue))
+                time.sleep(1)
+            figures = site.targets()["central"]
+            assert figures["state"] in ("backing off", "spooling") and figures["spool_batches"] > 0
+        site.write(200, pace=0.05)
+        wait_received(receiver, site.written, timeout=300)
+        assert redis_peak <= 20 + 5, f"the backlog in Redis reached {redis_peak} batches"
+        check(scenario, receiver, site.written, f"Redis backlog <= {redis_peak} batches, rest spooled")
+        assert site.targets()["central"]["spool_batches"] == 0
+    finally:
+        site.stop()
+        receiver.stop()
+
+
+def test_33_forwarder_killed_after_the_receiver_stored_a_batch_before_the_answer(tmp_path: Path) -> None:
+    scenario = Scenario("33 forward: killed between store and answer")
+    receiver = Receiver(tmp_path, "central").start()
+    site = Site(tmp_path, [receiver]).start()
+    try:
+        site.write(300, pace=0.05)
+        wait_received(receiver, 300)
+        receiver.proxy.swallow_reply_to = b"POST"  # the batch is stored; the answer never comes
+        site.write(100)
+        assert receiver.proxy.swallowed.wait(30)
+        site.forwarder.kill(signal.SIGKILL)
+        site.forwarder.start()  # it sends that batch again, with its Idempotency-Key
+        site.write(300, pace=0.05)
+        wait_received(receiver, site.written)
+        check(scenario, receiver, site.written, "the resent batch stored once")
+    finally:
+        site.stop()
+        receiver.stop()
+
+
+def test_34_the_receivers_redis_restarted(tmp_path: Path) -> None:
+    scenario = Scenario("34 forward: receiver's Redis SIGKILLed")
+    receiver = Receiver(tmp_path, "central").start()
+    site = Site(tmp_path, [receiver]).start()
+    try:
+        site.write(500, pace=0.02)
+        receiver.redis.kill()
+        site.write(300, pace=0.02)
+        time.sleep(2)
+        receiver.redis.start()
+        site.write(300, pace=0.02)
+        wait_received(receiver, site.written)
+        check(scenario, receiver, site.written)
+    finally:
+        site.stop()
+        receiver.stop()
+
+
+def test_35_one_target_down_the_other_at_full_rate(tmp_path: Path) -> None:
+    scenario = Scenario("35 forward: one of two targets down")
+    up, down = Receiver(tmp_path, "east").start(), Receiver(tmp_path, "west").start()
+    site = Site(tmp_path, [up, down]).start()
+    try:
+        with down.proxy.refusing():
+            started = time.monotonic()
+            site.write(5000, pace=0.01, chunk=100)
+            wait_received(up, site.written, timeout=120)
+            took = time.monotonic() - started
+            assert len(down.seen()) == 0
+        wait_received(down, site.written)
+        check(scenario, up, site.written, f"all while the other was down, in {took:.0f} s")
+        check(scenario, down, site.written, "after it came back")
+    finally:
+        site.stop()
+        up.stop()
+        down.stop()
+
+
+@pytest.mark.parametrize("when_full", ["block", "drop_oldest"])
+def test_36_the_spool_full(when_full: str, tmp_path: Path) -> None:
+    scenario = Scenario(f"36 forward: spool full, {when_full}")
+    receiver = Receiver(tmp_path, "central").start()
+    site = Site(tmp_path, [receiver], f"queue_max_items = 5\nspool_max_bytes = 40k\nwhen_full = {when_full}\n").start()
+    try:
+        site.write(200, pace=0.05)
+        wait_received(receiver, 200)
+        with receiver.proxy.refusing():
+            site.write(3000, pace=0.02)
+            wait_for(lambda: site.targets()["central"]["state"] == "spool full" or
+                     site.targets()["central"]["dropped"] > 0, timeout=120, what="the spool full")
+            time.sleep(3)
+        site.write(100, pace=0.05)
+        figures: dict = {}
+
+        def settled() -> bool:
+            nonlocal figures
+            figures = site.targets()["central"]
+            return len(receiver.seen()) + figures["dropped_items"] >= site.written
+
+        wait_for(settled, timeout=240, interval=1, what="the backlog delivered")
+        time.sleep(2)
+        figures = site.targets()["central"]
+        if when_full == "block":
+            assert figures["dropped"] == 0
+            check(scenario, receiver, site.written, "the backlog waited in Redis; nothing dropped")
+        else:
+            assert figures["dropped"] > 0
+            check(scenario, receiver, site.written, f"{figures['dropped_items']} lines in "
+                  f"{figures['dropped']} batches dropped, as counted", lost_ok=figures["dropped_items"])
+    finally:
+        site.stop()
+        receiver.stop()
