@@ -51,6 +51,10 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, capsys) -> None: 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "[worker_p]" in err and "'nowhere_to_be_found' not found" in err
+    from pipeline.plugin import builtins
+
+    assert builtins() == ["accesslog", "jsonlines", "kontext", "repository"]
+    assert "not a built-in (accesslog, jsonlines, kontext, repository)" in err
     cfg.write_text("[worker_p]\ntype = parser\nlistento = a\n")
     assert main(["-c", str(cfg), "check"]) == 1
     assert "key 'pushto': required key is missing" in capsys.readouterr().err
