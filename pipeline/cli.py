@@ -116,16 +116,44 @@ def _load_plugins(cfg: Config) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args, warn=True)
     _load_plugins(cfg)
-    for line in _check_servers(cfg):
-        print(f"loglines: {line}", file=sys.stderr)
+    notes = _check_servers(cfg)
     if os.geteuid() == 0:
-        for program in cfg.programs.values():
-            if not program.user:
-                print(f"loglines: warning: [{program.name}] runs as root (supervisord runs as root and "
-                      "the section sets no 'user'): set user = an unprivileged account", file=sys.stderr)
+        notes += [f"warning: [{p.name}] runs as root (supervisord runs as root and the section sets "
+                  "no 'user'): set user = an unprivileged account" for p in cfg.programs.values()
+                  if not p.user]
+    for line in notes:
+        print(f"loglines: {line}", file=sys.stderr)
+    errors, warnings = _check_graph(cfg)
+    warnings += sum(1 for line in notes if line.startswith("warning:")) + len(cfg.warnings)
+    if errors:
+        print(f"{cfg.path}: {_count(errors, 'error')} above", file=sys.stderr)
+        return 1
     workers = [p.name for p in cfg.programs.values() if p.type]
-    print(f"{cfg.path}: OK ({len(workers)} workers: {', '.join(workers) or 'none'})")
+    print(f"{cfg.path}: OK ({len(workers)} workers: {', '.join(workers) or 'none'})"
+          + (f"; {_count(warnings, 'warning')} above" if warnings else ""))
     return 0
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _refuse_graph_errors(cfg: Config) -> None:
+    errors, _ = _check_graph(cfg)
+    if errors:
+        raise ConfigError(f"{_count(errors, 'error')} in the pipeline's queues (above): nothing was "
+                          "started or changed", file=str(cfg.path))
+
+
+def _check_graph(cfg: Config) -> tuple[int, int]:
+    """Say what is wrong with the pipeline's queues; (errors, warnings)."""
+    from pipeline.config import graph
+
+    problems = graph.check(cfg)
+    for problem in problems:
+        print(f"loglines: {'error' if problem.error else 'warning'}: {problem.message}", file=sys.stderr)
+    errors = sum(1 for p in problems if p.error)
+    return errors, len(problems) - errors
 
 
 def _check_servers(cfg: Config) -> list[str]:
@@ -189,6 +217,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     cfg = _load(args, warn=True)
     _load_plugins(cfg)
+    _refuse_graph_errors(cfg)
     generate(cfg)
     sup = cfg.supervisor
     print(f"web console: http://{sup.host}:{sup.port}/  user: {sup.username}  "
