@@ -116,7 +116,12 @@ def _load_plugins(cfg: Config) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = _load(args, warn=True)
     _load_plugins(cfg)
+    from pipeline import registry
+
     notes = _check_servers(cfg)
+    for program in cfg.programs.values():
+        hook = registry.get(program.type).check if program.type else None
+        notes += [f"warning: {line}" for line in hook(cfg, program)] if hook is not None else []
     if os.geteuid() == 0:
         notes += [f"warning: [{p.name}] runs as root (supervisord runs as root and the section sets "
                   "no 'user'): set user = an unprivileged account" for p in cfg.programs.values()
@@ -275,7 +280,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     cfg = _load(args)
     result = status.collect(cfg, {rc.name: _client(cfg, rc.name) for rc in cfg.servers()})
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.json else status.render(result))
-    return 0
+    return 0 if all(s["reachable"] for s in result["redis"].values()) else 1
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:

@@ -167,7 +167,7 @@ def test_status_dlq_reap_and_backfill_see_every_redis_server(write_cfg, r: redis
         status = orjson.loads(capsys.readouterr().out)
         assert status["queues"]["qb"] == 2 and status["queues"]["qa"] == 0
         assert status["dead_letters"] == 3 and status["failed"] == 1
-        assert status["redis"]["redis_b"] == {"dead_letters": 2, "failed": 1, "warnings": []}
+        assert status["redis"]["redis_b"] == {"dead_letters": 2, "failed": 1, "warnings": [], "reachable": True}
 
         assert main(["-c", cfg, "dlq", "list"]) == 0
         listing = capsys.readouterr().out.splitlines()

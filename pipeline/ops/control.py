@@ -25,3 +25,11 @@ def process_states(cfg: Config) -> dict[str, dict[str, Any]] | None:
     except (OSError, xmlrpc.client.Error):
         return None
     return {f"{i['group']}:{i['name']}": i for i in infos}
+
+
+def supervisord_pid(cfg: Config) -> int | None:
+    """The running supervisord's process id, or None when it is not running."""
+    try:
+        return int(rpc(cfg).getPID())
+    except (OSError, xmlrpc.client.Error):
+        return None
