@@ -20,7 +20,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("init", "check", "supervisord-config", "enable", "disable", "up", "down",
+    for command in ("init", "check", "supervisord-config", "enable", "disable", "up", "reload", "down",
                     "worker", "status", "dlq", "backfill"):
         assert command in out
 

@@ -139,7 +139,7 @@ def test_queues_of_different_servers_are_different_queues(tmp_path: Path) -> Non
         "queue `access` on [redis_b] is read by worker_irus and pushed to by no worker"]
 
 
-@pytest.mark.parametrize("command", ["up"])
+@pytest.mark.parametrize("command", ["up", "reload"])
 def test_up_and_reload_refuse_a_split_queue(tmp_path: Path, capsys, command: str) -> None:  # type: ignore[no-untyped-def]
     (tmp_path / "access.log").touch()
     path = tmp_path / "loglines.cfg"
