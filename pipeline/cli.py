@@ -91,6 +91,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w") as handle:
             handle.write(starter_config(secrets.token_urlsafe(24)))
         print(f"wrote {path} (console password inside; file mode 0600)")
+    else:
+        print(f"{path} exists: left unchanged (remove it first for a new starter config)")
     cfg = config_mod.load(path)
     secret = cfg.supervisor.password_file
     if secret is not None and not secret.exists():
@@ -427,6 +429,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                       f"{safe(entry.get('queue', '?'), 60):<14} {safe(entry.get('worker', '?'), 80):<30} "
                       f"{str(entry.get('reason', ''))[:120]!r}")
                 number += 1
+        if not number:
+            print("no failed tracker requests" if args.failed else "no dead letters")
     elif args.action == "show":
         for index in args.index or [0]:
             for _, client, _, list_key, local in _locate(lists, [index]):

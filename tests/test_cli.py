@@ -36,6 +36,23 @@ def test_init_writes_a_valid_starter_with_a_strong_password(tmp_path: Path, caps
     assert "OK (4 workers" in capsys.readouterr().out
 
 
+def test_init_leaves_an_existing_config_unchanged_and_says_so(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "loglines.cfg"
+    assert main(["-c", str(cfg), "init"]) == 0
+    first = cfg.read_text()
+    capsys.readouterr()
+    assert main(["-c", str(cfg), "init"]) == 0
+    assert f"{cfg} exists: left unchanged" in capsys.readouterr().out and cfg.read_text() == first
+
+
+def test_dlq_list_says_when_there_is_nothing(write_cfg, r: redis.Redis, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = str(write_cfg(""))
+    assert main(["-c", cfg, "dlq", "list"]) == 0
+    assert capsys.readouterr().out == "no dead letters\n"
+    assert main(["-c", cfg, "dlq", "list", "--failed"]) == 0
+    assert capsys.readouterr().out == "no failed tracker requests\n"
+
+
 def test_init_creates_a_missing_password_file(tmp_path: Path) -> None:
     cfg = tmp_path / "loglines.cfg"
     cfg.write_text("[supervisor]\npassword_file = var/secret\n")
