@@ -44,8 +44,9 @@ BLOCKS = ini_blocks(README.read_text())
 
 def test_the_readme_has_its_examples() -> None:
     sections = {name for _, text in BLOCKS for name in re.findall(r"^\[(\w+)\]", text, re.M)}
-    assert len(BLOCKS) >= 3
-    assert {"worker_irus", "worker_es", "worker_weekly", "worker_parse", "logger_not_counted"} <= sections
+    assert len(BLOCKS) >= 6
+    assert {"worker_irus", "worker_es", "worker_weekly", "worker_parse", "logger_not_counted",
+            "logger_archive", "worker_copy"} <= sections
 
 
 @pytest.mark.parametrize("line, text", BLOCKS, ids=[f"README.md:{n}" for n, _ in BLOCKS])
