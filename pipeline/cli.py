@@ -118,10 +118,10 @@ def _load_plugins(cfg: Config) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    cfg = _load(args, warn=True)
-    _load_plugins(cfg)
     from pipeline import registry
 
+    cfg = _load(args, warn=True)
+    _load_plugins(cfg)
     notes = _check_servers(cfg)
     for program in cfg.programs.values():
         hook = registry.get(program.type).check if program.type else None
