@@ -8,6 +8,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from elasticsearch import ApiError
 from pipeline import config as config_mod
 from pipeline.config import Config
 from pipeline.core.keys import Keys
+from pipeline.core.lifecycle import Flags
 from pipeline.core.logsetup import safe
 from pipeline.errors import ConfigError, LoglinesError, PluginError
 
@@ -89,6 +91,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         with os.fdopen(fd, "w") as handle:
             handle.write(starter_config(secrets.token_urlsafe(24)))
         print(f"wrote {path} (console password inside; file mode 0600)")
+    else:
+        print(f"{path} exists: left unchanged (remove it first for a new starter config)")
     cfg = config_mod.load(path)
     secret = cfg.supervisor.password_file
     if secret is not None and not secret.exists():
@@ -114,18 +118,51 @@ def _load_plugins(cfg: Config) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from pipeline import registry
+
     cfg = _load(args, warn=True)
     _load_plugins(cfg)
-    for line in _check_servers(cfg):
-        print(f"loglines: {line}", file=sys.stderr)
+    notes = _check_servers(cfg)
+    for program in cfg.programs.values():
+        hook = registry.get(program.type).check if program.type else None
+        notes += [f"warning: {line}" for line in hook(cfg, program)] if hook is not None else []
     if os.geteuid() == 0:
-        for program in cfg.programs.values():
-            if not program.user:
-                print(f"loglines: warning: [{program.name}] runs as root (supervisord runs as root and "
-                      "the section sets no 'user'): set user = an unprivileged account", file=sys.stderr)
+        notes += [f"warning: [{p.name}] runs as root (supervisord runs as root and the section sets "
+                  "no 'user'): set user = an unprivileged account" for p in cfg.programs.values()
+                  if not p.user]
+    for line in notes:
+        print(f"loglines: {line}", file=sys.stderr)
+    errors, warnings = _check_graph(cfg)
+    warnings += sum(1 for line in notes if line.startswith("warning:")) + len(cfg.warnings)
+    if errors:
+        print(f"{cfg.path}: {_count(errors, 'error')} above", file=sys.stderr)
+        return 1
     workers = [p.name for p in cfg.programs.values() if p.type]
-    print(f"{cfg.path}: OK ({len(workers)} workers: {', '.join(workers) or 'none'})")
+    print(f"{cfg.path}: OK ({len(workers)} workers: {', '.join(workers) or 'none'})"
+          + (f"; {_count(warnings, 'warning')} above" if warnings else ""))
     return 0
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _refuse_graph_errors(cfg: Config) -> None:
+    errors, _ = _check_graph(cfg)
+    if errors:
+        raise ConfigError(f"{_count(errors, 'error')} in the pipeline's queues (above): nothing was "
+                          "started or changed", file=str(cfg.path))
+
+
+def _check_graph(cfg: Config) -> tuple[int, int]:
+    """Say what is wrong with the pipeline's queues; (errors, warnings)."""
+    from pipeline.config import graph
+
+    problems = graph.check(cfg)
+    for problem in problems:
+        print(f"loglines: {'error' if problem.error else 'warning'}: {problem.message}", file=sys.stderr)
+    errors = sum(1 for p in problems if p.error)
+    return errors, len(problems) - errors
 
 
 def _check_servers(cfg: Config) -> list[str]:
@@ -163,15 +200,23 @@ def cmd_supervisord_config(args: argparse.Namespace) -> int:
 
 
 def cmd_enable(args: argparse.Namespace, enabled: bool = True) -> int:
-    from pipeline.ops.control import process_states
-    from pipeline.ops.supervisord import paths, set_enabled
+    from pipeline.ops.control import supervisord_pid, update
+    from pipeline.ops.supervisord import generate, set_enabled
 
     cfg = _load(args)
+    running = supervisord_pid(cfg) is not None
+    if running:
+        _load_plugins(cfg)
+        _refuse_graph_errors(cfg)
+    if args.name in cfg.programs:
+        generate(cfg)  # the program files as loglines.cfg says now (links are never touched)
     changed = set_enabled(cfg, args.name, enabled)
     print(f"{args.name}: {'enabled' if enabled else 'disabled'}{'' if changed else ' already'}")
-    if changed and process_states(cfg) is not None:
-        subprocess.run(["supervisorctl", "-c", str(paths(cfg)["conf"]), "update"], check=False,
-                       executable=_supervisor_bin("supervisorctl"))
+    if not running:
+        print("supervisord is not running: `loglines up` starts what is enabled")
+        return 0
+    for line in update(cfg, start=args.name if enabled else "").lines():
+        print(line)
     return 0
 
 
@@ -179,25 +224,123 @@ def cmd_disable(args: argparse.Namespace) -> int:
     return cmd_enable(args, enabled=False)
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Regenerate from loglines.cfg and apply it to the running supervisord."""
+    from pipeline.ops.control import supervisord_pid
+
+    cfg = _load(args, warn=True)
+    _load_plugins(cfg)
+    _refuse_graph_errors(cfg)
+    pid = supervisord_pid(cfg)
+    _apply(cfg, running=pid is not None)
+    return 0
+
+
+def _apply(cfg: Config, running: bool) -> None:
+    """Generate the files and, when supervisord runs, have it take them (links made by hand
+    included)."""
+    from pipeline.ops.control import update
+    from pipeline.ops.supervisord import generate
+
+    for name in generate(cfg).enabled:
+        print(f"enabled {name} (new)")
+    if not running:
+        print("supervisord is not running: `loglines up` starts it with this configuration")
+        return
+    for line in update(cfg).lines():
+        print(line)
+
+
 def _supervisor_bin(name: str) -> str:
     beside = Path(sys.executable).parent / name
     return str(beside) if beside.exists() else (shutil.which(name) or name)
 
 
+#: How long ``up`` waits for supervisord to answer after starting it.
+UP_TIMEOUT = 30.0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
+    from pipeline.core.lifecycle import install_signal_handlers
+    from pipeline.ops.control import supervisord_pid
     from pipeline.ops.supervisord import generate, paths
 
     cfg = _load(args, warn=True)
     _load_plugins(cfg)
+    _refuse_graph_errors(cfg)
+    pid = supervisord_pid(cfg)
+    if pid is not None:
+        print(f"already running (pid {pid}); applying {cfg.path}")
+        _apply(cfg, running=True)
+        return 0
+    _ports_free(cfg)
     generate(cfg)
-    sup = cfg.supervisor
-    print(f"web console: http://{sup.host}:{sup.port}/  user: {sup.username}  "
-          f"password: {_where_password(cfg) if not args.show_password else sup.resolved_password()}",
-          flush=True)
     command = [_supervisor_bin("supervisord"), "-c", str(paths(cfg)["conf"])]
     if args.foreground:
-        os.execv(command[0], command + ["-n"])
-    return subprocess.run(command, check=False).returncode
+        flags = Flags()
+        install_signal_handlers(flags)  # Ctrl-C reaches supervisord too; SIGTERM is passed on
+        proc = subprocess.Popen(command + ["-n"])
+        if _wait_up(cfg, lambda: proc.poll() is not None, flags):
+            _say_up(cfg, args.show_password)
+        while proc.poll() is None:
+            if flags.stop:
+                proc.terminate()
+                flags.stop = False
+            time.sleep(0.2)
+        return proc.returncode
+    started = subprocess.run(command, check=False).returncode
+    if started != 0:
+        raise LoglinesError(f"supervisord did not start (exit status {started}); its log is "
+                            f"{paths(cfg)['logdir'] / 'supervisord.log'}")
+    if not _wait_up(cfg, lambda: False, None):
+        raise LoglinesError(f"supervisord did not answer within {UP_TIMEOUT:g} s; its log is "
+                            f"{paths(cfg)['logdir'] / 'supervisord.log'}")
+    _say_up(cfg, args.show_password)
+    return 0
+
+
+def _wait_up(cfg: Config, exited: Callable[[], bool], flags: Flags | None) -> bool:
+    """Wait until supervisord answers (False: it exited, a stop was asked, or time ran out)."""
+    from pipeline.ops.control import is_running
+
+    deadline = time.monotonic() + UP_TIMEOUT
+    while time.monotonic() < deadline and not exited() and not (flags is not None and flags.stop):
+        if is_running(cfg):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _say_up(cfg: Config, show_password: bool) -> None:
+    from pipeline.ops.control import supervisord_pid
+
+    sup = cfg.supervisor
+    print(f"supervisord is running (pid {supervisord_pid(cfg)}); `loglines status` shows the workers")
+    print(f"web console: http://{sup.host}:{sup.port}/  user: {sup.username}  "
+          f"password: {_where_password(cfg) if not show_password else sup.resolved_password()}",
+          flush=True)
+
+
+def _ports_free(cfg: Config) -> None:
+    """The console's port, and an embedded Redis's TCP port, must be free before supervisord
+    starts: say which is taken and which key moves it."""
+    import errno
+    import socket
+
+    wanted = [(cfg.supervisor.host, cfg.supervisor.port, "[supervisor] port")]
+    wanted += [("127.0.0.1", rc.port, f"[{rc.name}] port") for rc in cfg.redis.values()
+               if rc.embedded and rc.port]
+    for host, port, key in wanted:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as supervisord binds
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                shown = f"[{host}]" if ":" in host else host
+                raise LoglinesError(f"{shown}:{port} is in use: set `{key}`") from None
 
 
 def _where_password(cfg: Config) -> str:
@@ -208,16 +351,32 @@ def _where_password(cfg: Config) -> str:
     return f"in {sup.password_file} (--show-password prints it)"
 
 
+def _stop_time(cfg: Config) -> float:
+    """The longest supervisord may take to stop: it stops one program after another, each
+    within its stopwaitsecs (an embedded Redis within 60 s)."""
+    return float(sum(p.stopwaitsecs for p in cfg.programs.values())
+                 + 60 * sum(1 for rc in cfg.redis.values() if rc.embedded) + 10)
+
+
 def cmd_down(args: argparse.Namespace) -> int:
-    from pipeline.ops.control import rpc
+    from pipeline.ops.control import alive, rpc, supervisord_pid
 
     cfg = _load(args)
-    try:
-        rpc(cfg).shutdown()
-    except OSError:
+    pid = supervisord_pid(cfg)
+    if pid is None:
         print("supervisord is not running")
         return 0
-    print("supervisord is shutting down")
+    rpc(cfg).shutdown()
+    timeout = args.timeout if args.timeout is not None else _stop_time(cfg)
+    print(f"stopping supervisord (pid {pid}) and every worker ...", flush=True)
+    deadline = time.monotonic() + timeout
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive(pid):
+        print(f"loglines: error: supervisord (pid {pid}) is still stopping after {timeout:g} s: "
+              "`loglines status` shows what is left", file=sys.stderr)
+        return 1
+    print("stopped")
     return 0
 
 
@@ -246,7 +405,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     cfg = _load(args)
     result = status.collect(cfg, {rc.name: _client(cfg, rc.name) for rc in cfg.servers()})
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() if args.json else status.render(result))
-    return 0
+    return 0 if all(s["reachable"] for s in result["redis"].values()) else 1
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -270,6 +429,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
                       f"{safe(entry.get('queue', '?'), 60):<14} {safe(entry.get('worker', '?'), 80):<30} "
                       f"{str(entry.get('reason', ''))[:120]!r}")
                 number += 1
+        if not number:
+            print("no failed tracker requests" if args.failed else "no dead letters")
     elif args.action == "show":
         for index in args.index or [0]:
             for _, client, _, list_key, local in _locate(lists, [index]):
@@ -419,7 +580,11 @@ def _parser() -> argparse.ArgumentParser:
     up = add("up", cmd_up, "generate the config and start supervisord")
     up.add_argument("--foreground", action="store_true", help="stay in the foreground (Ctrl-C stops all)")
     up.add_argument("--show-password", action="store_true", help="print the console password")
-    add("down", cmd_down, "stop supervisord and every worker")
+    add("reload", cmd_reload, "regenerate from loglines.cfg and apply it to the running supervisord "
+        "(new, changed, enabled and disabled workers)")
+    down = add("down", cmd_down, "stop supervisord and every worker, and wait until they stopped")
+    down.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                      help="give up waiting after this long (default: the sum of the stopwaitsecs)")
     add("worker", cmd_worker, "run one worker in the foreground (what supervisord runs)").add_argument("name")
     add("status", cmd_status, "workers, heartbeats, queues, in-flight and dead letters").add_argument(
         "--json", action="store_true", help="machine-readable output")

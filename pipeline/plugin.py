@@ -10,6 +10,12 @@ and optionally ``get_openurl_params(c, worker_section, pl) -> dict`` (the tracke
 ``make_parser(options) -> parse`` with ``OPTIONS = {name: description}`` for plugins that take
 ``opt_<name>`` keys from their worker's section. An empty result means "not for me".
 
+A plugin may declare the fields of its records, ``FIELDS = {"kind": {"download", "item"},
+"time": None, ...}``: each field with the values it takes (``None``: any value), and the key
+``"*"`` when records may carry fields of their input too. A parser's ``accept`` is checked
+against it at load, so ``accept = knd=download`` or ``kind=downloads`` fails ``loglines check``
+instead of sending every record to ``other_queue``.
+
 A plugin is named by a built-in short name (``accesslog``), a module in a ``plugins/`` folder,
 or any importable dotted path. A missing function or a wrong signature fails at load, naming
 the plugin, the function and the expected signature.
@@ -32,6 +38,8 @@ import orjson
 from pipeline.errors import PluginError
 
 ParseFn = Callable[[dict[str, Any]], Mapping[str, Any] | None]
+#: field -> the values it takes (None: any); the key "*" says records carry other fields too
+Fields = Mapping[str, frozenset[str] | None]
 
 _SIGNATURES = {
     "parseline": ("jmsg",),
@@ -47,6 +55,7 @@ class Plugin:
     module: ModuleType
     parse: ParseFn
     get_openurl_params: Callable[..., Mapping[str, Any] | None] | None
+    fields: Fields | None = None  # what the plugin declares its records hold (FIELDS)
 
 
 def load(spec: str, plugin_dirs: Sequence[Path] = (), options: Mapping[str, str] | None = None) -> Plugin:
@@ -82,7 +91,25 @@ def load(spec: str, plugin_dirs: Sequence[Path] = (), options: Mapping[str, str]
             f"plugin {spec!r} ({getattr(module, '__file__', '?')}) defines none of "
             "parseline(jmsg), parse(item), make_parser(options)"
         )
-    return Plugin(spec, module, parse, getattr(module, "get_openurl_params", None))
+    return Plugin(spec, module, parse, getattr(module, "get_openurl_params", None),
+                  _fields(spec, getattr(module, "FIELDS", None)))
+
+
+def _fields(spec: str, declared: object) -> Fields | None:
+    """A plugin's ``FIELDS``, checked: field names to None or a collection of strings."""
+    if declared is None:
+        return None
+    shape = "FIELDS must map field names to None or a set of the values the field takes"
+    if not isinstance(declared, Mapping):
+        raise PluginError(f"plugin {spec!r}: {shape}")
+    fields: dict[str, frozenset[str] | None] = {}
+    for name, values in declared.items():
+        if not isinstance(name, str) or isinstance(values, str | bytes) or not (
+                values is None or isinstance(values, set | frozenset | list | tuple)
+                and all(isinstance(v, str) for v in values)):
+            raise PluginError(f"plugin {spec!r}: {shape} (not {name!r}: {values!r})")
+        fields[name] = None if values is None else frozenset(values)
+    return fields
 
 
 def _passthrough(item: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import redis
+
     from pipeline.config.model import Config, ProgramConfig, RedisConfig
     from pipeline.core.lifecycle import Flags
 
@@ -71,8 +73,14 @@ class Component:
     validate: Callable[[Any, RedisConfig, Section], None] | None = None
     #: option keys naming what only one worker of this type may use (a file logger's file)
     exclusive: tuple[str, ...] = ()
-    #: what ``loglines status`` shows of a worker beyond its queues (client, keys, program)
-    report: Callable[[Any, Any, Any], dict[str, Any]] | None = None
+    #: what ``loglines check`` says about the worker's surroundings as they are now (warnings:
+    #: a log file that is not there yet)
+    check: Callable[[Config, ProgramConfig[Any]], list[str]] | None = None
+    #: what ``loglines status`` shows of the worker beyond its counts (a watcher's files), from
+    #: the worker's Redis server
+    status: Callable[[Config, ProgramConfig[Any], redis.Redis], dict[str, Any]] | None = None
+    #: what it counts of each batch besides the items (``Outcome.tally``), shown by ``status``
+    outcomes: tuple[str, ...] = ()
 
     def queues(self, options: object) -> list[str]:
         """The queue names this worker's options name, read first, then written."""

@@ -20,7 +20,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    for command in ("init", "check", "supervisord-config", "enable", "disable", "up", "down",
+    for command in ("init", "check", "supervisord-config", "enable", "disable", "up", "reload", "down",
                     "worker", "status", "dlq", "backfill"):
         assert command in out
 
@@ -34,6 +34,23 @@ def test_init_writes_a_valid_starter_with_a_strong_password(tmp_path: Path, caps
     assert len(password) >= 24
     assert main(["-c", str(cfg), "check"]) == 0
     assert "OK (4 workers" in capsys.readouterr().out
+
+
+def test_init_leaves_an_existing_config_unchanged_and_says_so(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "loglines.cfg"
+    assert main(["-c", str(cfg), "init"]) == 0
+    first = cfg.read_text()
+    capsys.readouterr()
+    assert main(["-c", str(cfg), "init"]) == 0
+    assert f"{cfg} exists: left unchanged" in capsys.readouterr().out and cfg.read_text() == first
+
+
+def test_dlq_list_says_when_there_is_nothing(write_cfg, r: redis.Redis, capsys) -> None:  # type: ignore[no-untyped-def]
+    cfg = str(write_cfg(""))
+    assert main(["-c", cfg, "dlq", "list"]) == 0
+    assert capsys.readouterr().out == "no dead letters\n"
+    assert main(["-c", cfg, "dlq", "list", "--failed"]) == 0
+    assert capsys.readouterr().out == "no failed tracker requests\n"
 
 
 def test_init_creates_a_missing_password_file(tmp_path: Path) -> None:
@@ -51,6 +68,10 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, capsys) -> None: 
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "[worker_p]" in err and "'nowhere_to_be_found' not found" in err
+    from pipeline.plugin import builtins
+
+    assert builtins() == ["accesslog", "jsonlines", "kontext", "repository"]
+    assert "not a built-in (accesslog, jsonlines, kontext, repository)" in err
     cfg.write_text("[worker_p]\ntype = parser\nlistento = a\n")
     assert main(["-c", str(cfg), "check"]) == 1
     assert "key 'pushto': required key is missing" in capsys.readouterr().err
@@ -163,7 +184,7 @@ def test_status_dlq_reap_and_backfill_see_every_redis_server(write_cfg, r: redis
         status = orjson.loads(capsys.readouterr().out)
         assert status["queues"]["qb"] == 2 and status["queues"]["qa"] == 0
         assert status["dead_letters"] == 3 and status["failed"] == 1
-        assert status["redis"]["redis_b"] == {"dead_letters": 2, "failed": 1, "warnings": []}
+        assert status["redis"]["redis_b"] == {"dead_letters": 2, "failed": 1, "warnings": [], "reachable": True}
 
         assert main(["-c", cfg, "dlq", "list"]) == 0
         listing = capsys.readouterr().out.splitlines()

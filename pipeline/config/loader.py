@@ -150,7 +150,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Config:
     _check_exclusive(cfg_path, programs)
     return Config(cfg_path, base, var_dir, tuple(_resolve(base, p) for p in paths.plugins),
                   paths.log_level, supervisor, redis, programs, tuple(warnings), parser,
-                  watchdog_s=paths.watchdog_s)
+                  watchdog_s=paths.watchdog_s, external_queues=paths.external_queues)
 
 
 def _check_exclusive(path: Path, programs: dict[str, ProgramConfig[Any]]) -> None:

@@ -35,6 +35,8 @@ class PathsConfig:
     log_level: str = key(dt.choice("debug", "info", "warning", "error"), "log level of the workers", "info")
     watchdog_s: int = key(dt.integer(10, 86400), "a worker whose loop has not turned this long says "
                                                  "so (and its heartbeat shows it)", 120)
+    external_queues: tuple[str, ...] = key(dt.name_list, "queues programs of your own push to or "
+                                                         "read from (check does not miss the other end)", ())
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class ProgramConfig(Generic[O]):
     directory: str = key(dt.nonempty, "working directory", "")
     environment: str = key(dt.nonempty, "KEY=value,... for the program", "")
     redis: str = key(dt.name, "the [redis_X] section this worker uses", "redis")
+    shared_queue: bool = key(dt.boolean, "this worker shares the queue it reads with other sections' "
+                                         "workers on purpose: each message reaches one of them", False)
     # worked out by the loader
     name: str = ""
     type: str = ""  # "" for a plain program
@@ -146,6 +150,8 @@ class Config:
     #: The file as read at load: what original plugins receive as ``c`` (never read again).
     parser: configparser.ConfigParser = field(default_factory=new_parser, compare=False, repr=False)
     watchdog_s: int = 120
+    #: queues of programs of your own (``[loglines] external_queues``)
+    external_queues: tuple[str, ...] = ()
 
     def worker(self, name: str) -> ProgramConfig[Any]:
         program = self.programs.get(name)

@@ -103,6 +103,18 @@ def decode(raw: bytes, max_bytes: int, max_items: int = MAX_ITEMS) -> list[Item]
     return items
 
 
+def count_items(raw: bytes) -> int:
+    """How many items a message holds (a run counts its lines), without building them; a
+    message that is not a batch counts as one (it is dead-lettered whole)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return 1
+    elements = value if isinstance(value, list) else [value]
+    return sum(len(e["loglines"]) if type(e) is dict and e.keys() == RUN_KEYS
+               and type(e["loglines"]) is list else 1 for e in elements)
+
+
 def too_deep(value: dict[str, Any]) -> bool:
     if not any(type(v) is dict or type(v) is list for v in value.values()):
         return False  # the common flat record

@@ -56,6 +56,9 @@ class Outcome:
     dead: list[bytes] = field(default_factory=list)  # dead-letter entries
     count: int = 0  # items handled, for the stats
     extra: Callable[[Pipeline], None] | None = None  # more commands in the same MULTI
+    #: what became of the items, counted for ``status`` once acknowledged (a tracker's sent,
+    #: not counted, ...): statistics, outside the transaction
+    tally: dict[str, int] = field(default_factory=dict)
 
 
 class Lost(Exception):
@@ -203,7 +206,7 @@ class Consumer:
                     outcome.extra(pipe)
                 pipe.execute()
                 self._check_own = False
-                self.stats.add(outcome.count)
+                self.stats.add(outcome.count, outcome.tally)
                 return True
         except redis.WatchError:
             # reaped meanwhile, or the connection broke while watching (applied or not: the

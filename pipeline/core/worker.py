@@ -34,6 +34,14 @@ def consumer_id(name: str) -> str:
     return f"{socket.gethostname()}/{os.environ.get('SUPERVISOR_PROCESS_NAME') or name}"
 
 
+def belongs_to(consumer: str, section: str) -> bool:
+    """Whether a consumer id (``host/process``) is one of a section's processes (``section`` or,
+    with numprocs, ``section_NN``)."""
+    process = consumer.rsplit("/", 1)[-1]
+    head, _, number = process.rpartition("_")
+    return process == section or (head == section and number.isdigit())
+
+
 class Heartbeat(threading.Thread):
     """Refreshes the heartbeat key while the process lives (even during a long batch)."""
 

@@ -204,9 +204,21 @@ def _program_conf(cfg: Config, program: ProgramConfig[Any], logdir: Path) -> str
         lines.append("redirect_stderr = true")
     if program.user:
         lines.append(f"user = {program.user}")
-    if program.environment:
-        lines.append(f"environment = {program.environment}")
+    # what the worker read of loglines.cfg: when it changes, supervisord sees a changed program
+    # and an update restarts it (the worker reads the file once, at its start)
+    environment = f"LOGLINES_SECTION_SHA={section_digest(cfg, program)}"
+    lines.append(f"environment = {environment}" + (f",{program.environment}" if program.environment else ""))
     return "\n".join(lines) + "\n"
+
+
+def section_digest(cfg: Config, program: ProgramConfig[Any]) -> str:
+    """A digest of what a program reads of ``loglines.cfg``: its section, its Redis section and
+    ``[loglines]``, as written (comments aside)."""
+    parts = []
+    for section in (program.name, program.redis, "loglines"):
+        if cfg.parser.has_section(section):
+            parts.append([section, sorted(cfg.parser.items(section))])
+    return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
 
 
 def set_enabled(cfg: Config, name: str, enabled: bool) -> bool:

@@ -20,6 +20,16 @@ from pipeline.plugins._time import _cache as _ISO
 from pipeline.plugins._time import clf_to_iso
 
 OPTIONS = {"use_xff": "take the client IP from X-Forwarded-For when present (yes/no)"}
+#: The fields of every record, with the values of those that take only a few (what a parser's
+#: ``accept`` is checked against).
+FIELDS: dict[str, set[str] | None] = {
+    "client_ip": None, "remote_host": None, "ident": None, "user": None, "time": None,
+    "method": None, "url": None, "protocol": None, "status": None, "bytes": None,
+    "referrer": None, "user_agent": None, "xff": None,
+    "kind": {"download", "item", "thumbnail", "other"},
+    "repository": {"dspace", "eprints", ""},
+    "item_id": None,
+}
 
 _QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field, backslash escapes allowed (no backtracking)
 

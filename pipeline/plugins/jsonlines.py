@@ -1,4 +1,7 @@
-"""JSON lines passed through: each log line is a JSON object; bare records pass as they are."""
+"""JSON lines passed through: each log line is a JSON object; bare records pass as they are.
+
+It declares no ``FIELDS``: its records are whatever the lines hold.
+"""
 
 from __future__ import annotations
 

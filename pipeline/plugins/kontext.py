@@ -27,6 +27,10 @@ OPTIONS = {
     "bots": "extra user-agent patterns, '|'-separated",
     "keep_bots": "yes: keep bot records, marked is_bot, instead of dropping them",
 }
+#: What the plugin adds to the application's record (whose own fields pass through: "*").
+FIELDS: dict[str, set[str] | None] = {
+    "time": None, "ip": None, "user_agent": None, "is_bot": {"True", "False"}, "id": None, "*": None,
+}
 MARK = "[QUERY] INFO: "
 ID_FIELDS = ("date", "user_id", "action", "proc_time", "ip")
 

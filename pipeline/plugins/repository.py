@@ -37,6 +37,8 @@ OPTIONS = {
     "robots": "extra robot user-agent patterns, '|'-separated",
     "double_click": "drop repeats of URL + IP + user agent within 30 seconds",
 }
+#: A record of ``parse`` is the accesslog plugin's.
+FIELDS = accesslog.FIELDS
 COUNTED = {200, 304}
 DOUBLE_CLICK_SECONDS = 30
 _RFT_DAT = {"download": "Request", "item": "Investigation"}

@@ -316,8 +316,9 @@ def run(cfg: Config, program: ProgramConfig[ForwardOptions], flags: Flags) -> in
             delivery.thread.join(timeout=max(1.0, program.stopwaitsecs - 5.0))
 
 
-def report(client: redis.Redis, keys: Keys, program: ProgramConfig[ForwardOptions]) -> dict[str, Any]:
+def status(cfg: Config, program: ProgramConfig[ForwardOptions], client: redis.Redis) -> dict[str, Any]:
     """Per target: state, queue length, spool size and the age of its oldest batch."""
+    keys = Keys(cfg.redis_for(program).prefix)
     out: dict[str, Any] = {}
     for name, raw in client.hgetall(keys.forward(program.name)).items():
         figures = orjson.loads(raw)
@@ -347,4 +348,4 @@ def prepare(values: dict[str, Any], section: Section) -> dict[str, Any]:
 
 COMPONENT = Component(
     "forward", "ships batches to other loglines nodes over HTTP ingest, exactly once", ForwardOptions, run,
-    single_process=True, reads=("listento",), prepare=prepare, blocking=("timeout",), report=report)
+    single_process=True, reads=("listento",), prepare=prepare, blocking=("timeout",), status=status)

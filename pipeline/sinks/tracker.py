@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import orjson
+import redis
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
@@ -40,10 +41,11 @@ from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
 from pipeline.core import message
+from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer, Delivery, Lost, Outcome
 from pipeline.core.retry import HandBack, Retry
-from pipeline.core.worker import Handler, run_consumer
+from pipeline.core.worker import Handler, belongs_to, run_consumer
 from pipeline.errors import PermanentError, PluginError, RetryableError
 from pipeline.ops import dlq
 from pipeline.plugin import Plugin
@@ -77,6 +79,9 @@ RETRYABLE = {429, 500, 502, 503, 504}
 DOUBLE_CLICK_SECONDS = 30.0
 #: what an uncertain request's resend keeps of the window, for the time it takes to arrive
 WINDOW_MARGIN = 5.0
+#: what ``status`` shows of a tracker: events the tracker accepted, events not eligible (to
+#: ``other_queue``), events it refused (dead-lettered), events parked in the failed list
+OUTCOMES = ("sent", "not_counted", "refused", "parked")
 
 
 @dataclass
@@ -294,6 +299,7 @@ class Forwarder:
         parked: list[bytes] = []
         worker, queue = self.consumer.id, self.opts.listento
         events: list[tuple[dict[str, Any], Event]] = []
+        tally = dict.fromkeys(OUTCOMES, 0)
         for item in delivery.items or ():
             try:
                 prepared = self.prepare(item)
@@ -322,11 +328,14 @@ class Forwarder:
                 dead.append(message.dead_letter(
                     reason=f"tracker refused the event: {exc}", worker=worker, queue=queue,
                     item=item, detail=self.tracker.url(event.params)))
+                tally["refused"] += 1
                 continue
             if reason is None:
                 sent.append(event.record)
+                tally["sent"] += 1
             else:
                 parked.append(self.parked_entry(event, reason))
+                tally["parked"] += 1
         pushes = []
         for queue_name, records in ((self.opts.success_queue, sent), (self.opts.other_queue, others)):
             if records and queue_name:
@@ -342,7 +351,9 @@ class Forwarder:
 
         if parked:
             log.error("%s: %d event(s) parked in the failed-requests list", self.section, len(parked))
-        return Outcome(pushes=pushes, dead=dead, count=len(delivery.items or ()), extra=park)
+        tally["not_counted"] = len(others)
+        return Outcome(pushes=pushes, dead=dead, count=len(delivery.items or ()), extra=park,
+                       tally=tally)
 
     def parked_entry(self, event: Event, reason: str) -> bytes:
         return message.dumps_anyway({
@@ -379,6 +390,28 @@ def load_tracker_plugin(cfg: Config, program: ProgramConfig[TrackerOptions]) -> 
     return plugin
 
 
+#: failed-list entries ``status`` reads at most; beyond, the count is an estimate
+FAILED_SCANNED = 2000
+
+
+def status(cfg: Config, program: ProgramConfig[TrackerOptions], client: redis.Redis) -> dict[str, Any]:
+    """How many of this tracker's events wait in the failed-requests list for another try."""
+    keys = Keys(cfg.redis_for(program).prefix)
+    length = int(client.llen(keys.failed))
+    entries = client.lrange(keys.failed, 0, FAILED_SCANNED - 1) if length else []
+    mine = 0
+    for raw in entries:
+        try:
+            entry = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and belongs_to(str(entry.get("worker", "")), program.name):
+            mine += 1
+    estimate = len(entries) < length
+    return {"retrying": round(mine * length / len(entries)) if estimate and entries else mine,
+            "retrying_estimate": estimate}
+
+
 def run(cfg: Config, program: ProgramConfig[TrackerOptions], flags: Flags) -> int:
     opts: TrackerOptions = program.options
     holder: dict[str, Forwarder] = {}
@@ -398,4 +431,4 @@ COMPONENT = Component(
     "tracker", "sends COUNTER usage events to an IRUS/PIRUS tracker as OpenURL requests",
     TrackerOptions, run, reads=("listento",), writes=("success_queue", "other_queue"),
     plugin=load_tracker_plugin, plugin_options=True, original_command="pirus2.py",
-    aliases={"repository_plugin": "plugin"}, blocking=("timeout",))
+    aliases={"repository_plugin": "plugin"}, blocking=("timeout",), status=status, outcomes=OUTCOMES)

@@ -83,6 +83,7 @@ class Watcher:
         self.truncated: list[FileState] = []  # files truncated lately, where they ended
         self.idle: dict[str, tuple[str, int]] = {}  # closed for want of descriptors: key -> (path, size)
         self._warned: set[str] = set()  # paths already warned about (once each)
+        self._matched: set[str] = set()  # logfile patterns that matched a file once
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         room = soft - FD_RESERVE if soft != resource.RLIM_INFINITY else opts.max_open_files
         self.max_open = max(8, min(opts.max_open_files, room))
@@ -116,7 +117,13 @@ class Watcher:
                     self._warn_once(f"scan:{folder}", "%s: cannot read the folder %s: %s; files "
                                     "there are not taken for rotated away", safe(folder), exc)
                     continue
-            for path in sorted(glob.glob(pattern)):
+            matches = sorted(glob.glob(pattern))
+            if matches:
+                self._matched.add(pattern)
+            elif pattern not in self._matched:
+                self._warn_once(f"wait:{pattern}", "waiting for %s: no file matches it yet",
+                                safe(pattern))
+            for path in matches:
                 if not self._allowed(path):
                     continue
                 try:
@@ -555,6 +562,43 @@ def _holds(raw: bytes | None, state: FileState) -> bool:
     return saved.sid == state.sid and saved.offset == state.offset
 
 
+def check(cfg: Config, program: ProgramConfig[WatcherOptions]) -> list[str]:
+    """The patterns of ``logfile`` that match no file now (the watcher waits for them)."""
+    return [f"[{program.name}] logfile {pattern!r} matches no file yet: the watcher waits for it "
+            "(and says so in its log)" for pattern in program.options.logfile if not glob.glob(pattern)]
+
+
+def status(cfg: Config, program: ProgramConfig[WatcherOptions], client: redis.Redis) -> dict[str, Any]:
+    """Each file the watcher reads, with its saved offset, its size here and the bytes still to
+    read (``size`` is None for a file this machine cannot see), and the patterns it waits for."""
+    keys = Keys(cfg.redis_for(program).prefix)
+    files = []
+    for raw in client.hgetall(keys.offsets(program.name)).values():
+        state = FileState.loads(raw)
+        if state.closed:
+            continue  # a rotated file read to its end
+        size = _size_of(state)
+        files.append({"path": state.path, "offset": state.offset, "size": size,
+                      "lag": None if size is None else max(0, size - state.offset)})
+    return {"files": sorted(files, key=lambda f: str(f["path"])),
+            "waiting_for": [p for p in program.options.logfile if not glob.glob(p)]}
+
+
+def _size_of(state: FileState) -> int | None:
+    """The size of the file a state is for: at its path, or renamed in its folder (rotated)."""
+    try:
+        st = os.stat(state.path)
+        if (st.st_dev, st.st_ino) == (state.dev, state.ino):
+            return st.st_size
+    except OSError:
+        pass
+    path = find_by_inode(os.path.dirname(state.path) or ".", state.dev, state.ino)
+    try:
+        return os.stat(path).st_size if path else None
+    except OSError:
+        return None
+
+
 def run(cfg: Config, program: ProgramConfig[WatcherOptions], flags: Flags) -> int:
     rcfg = cfg.redis_for(program)
     watcher = Watcher(program.name, program.options, connect(rcfg), Keys(rcfg.prefix), flags)
@@ -590,4 +634,4 @@ def validate(opts: WatcherOptions, rcfg: RedisConfig, section: Section) -> None:
 COMPONENT = Component(
     "watcher", "tails log files into a queue, exactly once, following rotation", WatcherOptions, run,
     single_process=True, writes=("pushto",), original_command="logfilewatcher.py", prepare=prepare,
-    validate=validate)
+    validate=validate, check=check, status=status)

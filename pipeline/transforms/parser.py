@@ -8,6 +8,7 @@ flows on. All of it is acknowledged in one transaction.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import reprlib
 import signal
@@ -25,6 +26,7 @@ from pipeline.core import message
 from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer, Delivery, Outcome
 from pipeline.core.worker import Handler, run_consumer
+from pipeline.errors import ConfigError
 from pipeline.plugin import Plugin
 from pipeline.plugin import load as load_plugin
 from pipeline.registry import Component, Section
@@ -50,7 +52,37 @@ class PluginTimeout(Exception):
 
 def plugin_for(cfg: Config, program: ProgramConfig[ParserOptions]) -> Plugin:
     opts: ParserOptions = program.options
-    return load_plugin(opts.plugin, cfg.plugin_dirs, cfg.plugin_options(program.name))
+    plugin = load_plugin(opts.plugin, cfg.plugin_dirs, cfg.plugin_options(program.name))
+    check_accept(cfg, program, plugin)
+    return plugin
+
+
+def check_accept(cfg: Config, program: ProgramConfig[ParserOptions], plugin: Plugin) -> None:
+    """``accept`` against the fields and values the plugin declares (its ``FIELDS``): a field it
+    never makes or a value it never gives would send every record to ``other_queue``."""
+    if plugin.fields is None:
+        return
+    known: dict[str, frozenset[str] | None] = {**dict.fromkeys(CARRIED), **plugin.fields}
+    names = sorted(k for k in known if k != "*")
+    for rule, (field, values) in zip(program.options.accept, accept_rules(program.options), strict=True):
+        if field not in known:
+            if "*" in known:
+                continue  # records carry their input's fields too: any field may be there
+            raise ConfigError(f"plugin {plugin.name} makes no field {field!r} ({_near(field, names)}"
+                              f"its fields: {', '.join(names)})", file=str(cfg.path),
+                              section=program.name, key="accept", value=rule)
+        allowed = known[field]
+        unknown = sorted(values - allowed) if allowed is not None else []
+        if allowed is not None and unknown:
+            raise ConfigError(f"plugin {plugin.name} never gives {field} the value {unknown[0]!r} "
+                              f"({_near(unknown[0], sorted(allowed))}it gives: "
+                              f"{', '.join(map(repr, sorted(allowed)))})", file=str(cfg.path),
+                              section=program.name, key="accept", value=rule)
+
+
+def _near(word: str, known: list[str]) -> str:
+    near = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f"did you mean {near[0]!r}? " if near else ""
 
 
 def accept_rules(opts: ParserOptions) -> list[tuple[str, frozenset[str]]]:

@@ -191,3 +191,13 @@ def test_a_line_always_fits_in_a_message(tmp_path: Path) -> None:
     config.load(write(tmp_path, "[redis]\nmax_payload_bytes = 64m\n" + base + "max_line_bytes = 4m\n"))
     with pytest.raises(ConfigError, match="half of max_payload_bytes"):
         config.load(write(tmp_path, "[redis]\nmessage_bytes = 10m\n"))
+
+
+def test_an_unknown_key_is_named_even_when_a_required_key_is_missing_too(tmp_path: Path) -> None:
+    """A misspelt required key is both: the misspelling is what the user needs to read."""
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, "[logger_f]\ntype = filelogger\nlistento = a\nlogfil = f\nfsycn = no\n"))
+    assert info.value.key == "logfil" and "did you mean 'logfile'?" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        config.load(write(tmp_path, "[logger_f]\ntype = filelogger\nlistento = a\nfsycn = no\n"))
+    assert info.value.key == "fsycn" and "did you mean 'fsync'?" in str(info.value)

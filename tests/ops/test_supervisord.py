@@ -170,7 +170,9 @@ pushto = raw
         stopped = subprocess.run(ctl + ["stop", "logger_out"], capture_output=True, text=True, timeout=120)
         took = time.monotonic() - started
         assert "stopped" in stopped.stdout and took < stopwaitsecs, (stopped.stdout, took)
-        client = redis.Redis.from_url(config.load(cfg).redis["redis"].connection_url())
+        from pipeline.core.connection import connect
+
+        client = connect(config.load(cfg).redis["redis"])  # with the embedded server's password
         keys = Keys()
         mine = [c.decode() for c in client.hkeys(keys.consumers) if c.endswith(b"/logger_out")]
         held = {c: client.llen(keys.inflight(c)) for c in mine}
@@ -296,3 +298,84 @@ def _answers(client: redis.Redis) -> bool:
     except redis.ConnectionError:
         return False
     return True
+
+
+def test_generated_programs_carry_a_digest_of_what_they_read(tmp_path: Path) -> None:
+    """Editing a worker's section changes its program file, so that an update restarts it (it
+    reads loglines.cfg once, at its start); other sections leave it as it is."""
+    path = cfg_file(tmp_path)
+    generate(config.load(path))
+    conf = tmp_path / "workers_available"
+    before = {name: (conf / f"{name}.conf").read_text() for name in ("worker_parse", "logger_out")}
+    assert "environment = LOGLINES_SECTION_SHA=" in before["worker_parse"]
+    path.write_text(path.read_text().replace("numprocs = 2", "numprocs = 2 ; two\naccept = kind=download"))
+    generate(config.load(path))
+    assert (conf / "worker_parse.conf").read_text() != before["worker_parse"]
+    assert (conf / "logger_out.conf").read_text() == before["logger_out"]
+    path.write_text(path.read_text().replace("listento = parsed\n", "listento = parsed\nenvironment = A=1\n"))
+    generate(config.load(path))
+    assert "environment = LOGLINES_SECTION_SHA=" in (conf / "logger_out.conf").read_text()
+    assert (conf / "logger_out.conf").read_text().rstrip().endswith(",A=1")
+
+
+@pytest.mark.slow
+def test_up_twice_a_busy_port_reload_enable_disable_and_down(tmp_path: Path) -> None:
+    """What a user does on a running system: up again (says so, applies), a busy console port
+    (named), a link made by hand and an edited section (taken by reload), enable and disable
+    that apply even when the link is already as asked, and down that waits."""
+    cfg = cfg_file(tmp_path, BODY.replace("numprocs = 2\n", ""))
+    port = config.load(cfg).supervisor.port
+
+    def states() -> dict[str, str]:
+        status = json.loads(loglines(cfg, "status", "--json", check=False).stdout)
+        return {f"{name}/{p}": s for name, w in status["workers"].items() for p, s in w["processes"].items()}
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        refused = loglines(cfg, "up", check=False)
+        assert refused.returncode == 1
+        assert f"loglines: error: 127.0.0.1:{port} is in use: set `[supervisor] port`" in refused.stderr
+        assert "web console" not in refused.stdout
+    up = loglines(cfg, "up")
+    pid = int((tmp_path / "var" / "supervisord.pid").read_text())
+    try:
+        assert f"supervisord is running (pid {pid})" in up.stdout and "web console: http://127.0.0.1:" in up.stdout
+        wait_for(lambda: states().get("worker_parse/worker_parse") == "RUNNING", timeout=30, what="running")
+        again = loglines(cfg, "up")
+        assert f"already running (pid {pid})" in again.stdout
+        assert "nothing to change in the running supervisord" in again.stdout
+
+        # a link made by hand: reload starts the worker
+        link = tmp_path / "workers_enabled" / "logger_quiet.conf"
+        link.symlink_to("../workers_available/logger_quiet.conf")
+        reload = loglines(cfg, "reload")
+        assert "logger_quiet: added and started" in reload.stdout
+        wait_for(lambda: states().get("logger_quiet/logger_quiet") == "RUNNING", timeout=30, what="logger_quiet")
+
+        # a link removed by hand, then disable (the link is already gone): the worker stops
+        link.unlink()
+        disabled = loglines(cfg, "disable", "logger_quiet")
+        assert "logger_quiet: disabled already" in disabled.stdout
+        assert "logger_quiet: stopped and removed" in disabled.stdout
+        assert "logger_quiet/logger_quiet" not in states()
+
+        # a worker stopped by hand: enable (its link is there) starts it again
+        ctl = [str(Path(sys.executable).parent / "supervisorctl"), "-c", str(tmp_path / "supervisord.conf")]
+        subprocess.run(ctl + ["stop", "logger_out"], capture_output=True, timeout=60, check=True)
+        enabled = loglines(cfg, "enable", "logger_out")
+        assert "logger_out: enabled already" in enabled.stdout and "logger_out: started" in enabled.stdout
+        wait_for(lambda: states().get("logger_out/logger_out") == "RUNNING", timeout=30, what="logger_out again")
+
+        # an edited section: reload restarts that worker only
+        cfg.write_text(cfg.read_text().replace("plugin = accesslog\n", "plugin = accesslog\naccept = kind=download\n"))
+        edited = loglines(cfg, "reload")
+        assert edited.stdout.strip().splitlines() == ["worker_parse: restarted (its configuration changed)"]
+        wait_for(lambda: states().get("worker_parse/worker_parse") == "RUNNING", timeout=30, what="restarted")
+    finally:
+        down = loglines(cfg, "down", check=False)
+    assert down.returncode == 0 and down.stdout.strip().endswith("stopped"), down
+    from pipeline.ops.control import alive
+
+    assert not alive(pid)  # down returned once supervisord and its workers had exited
+    assert "supervisord is not running" in loglines(cfg, "down").stdout

@@ -347,3 +347,77 @@ def test_a_megabyte_user_agent_costs_what_a_long_real_one_does() -> None:
     tracemalloc.stop()
     assert took < 2 and grown < 5 * 1024 * 1024, (took, grown)
     assert robot._cached.cache_info().maxsize == robots.CACHED_AGENTS
+
+
+# -- accept checked against what the plugin declares it produces (FIELDS) -----------------
+
+
+def test_accesslog_declares_exactly_the_fields_and_kinds_it_makes() -> None:
+    record = accesslog.parse_line(COMBINED)
+    assert set(accesslog.FIELDS) == set(record)
+    assert accesslog.FIELDS["kind"] == {kind for _, kind, _ in accesslog.ROUTES} | {"thumbnail", "other"}
+    assert accesslog.FIELDS["repository"] == {repo for _, _, repo in accesslog.ROUTES} | {""}
+    from pipeline.plugins import repository
+
+    assert repository.FIELDS is accesslog.FIELDS
+
+
+def _accept(tmp_path: Path, plugin: str, accept: str) -> None:
+    from pipeline import config
+    from pipeline.transforms.parser import plugin_for
+
+    path = tmp_path / "loglines.cfg"
+    path.write_text(f"[worker_parse]\ntype = parser\nlistento = a\npushto = b\nplugin = {plugin}\n"
+                    f"accept = {accept}\n")
+    cfg = config.load(path)
+    plugin_for(cfg, cfg.programs["worker_parse"])
+
+
+@pytest.mark.parametrize("accept, expected", [
+    ("knd=download", "plugin accesslog makes no field 'knd' (did you mean 'kind'? its fields: bytes, "
+                     "client_ip, ident, item_id, kind, logline, method, off, protocol, referrer, "
+                     "remote_host, repository, service, src, status, time, url, user, user_agent, xff)"),
+    ("kind=downloads", "plugin accesslog never gives kind the value 'downloads' (did you mean "
+                       "'download'? it gives: 'download', 'item', 'other', 'thumbnail')"),
+    ("kind=download|itme", "never gives kind the value 'itme' (did you mean 'item'?"),
+])
+def test_accept_naming_what_the_plugin_never_makes_is_an_error(tmp_path: Path, accept: str,
+                                                                expected: str) -> None:
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        _accept(tmp_path, "accesslog", accept)
+    err = info.value
+    assert (err.section, err.key, err.value) == ("worker_parse", "accept", accept)
+    assert expected in str(err) and str(tmp_path / "loglines.cfg") in str(err)
+
+
+def test_accept_on_fields_that_are_there(tmp_path: Path) -> None:
+    _accept(tmp_path, "accesslog", "kind=download|item, repository=dspace, status=200")
+    _accept(tmp_path, "accesslog", "service=repository")  # carried from the item onto every record
+    _accept(tmp_path, "kontext", "action=query")  # the application's own fields pass through
+    _accept(tmp_path, "jsonlines", "anything=at all")  # declares nothing: records are the lines
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="never gives is_bot the value 'false' \\(did you mean 'False'\\?"):
+        _accept(tmp_path, "kontext", "is_bot=false")
+
+
+def test_a_plugin_declaring_fields_badly_fails_at_load(tmp_path: Path) -> None:
+    (tmp_path / "odd.py").write_text('FIELDS = {"kind": "download"}\n\ndef parse(item):\n    return item\n')
+    with pytest.raises(PluginError, match="FIELDS must map field names to None or a set"):
+        plugin_mod.load("odd", [tmp_path])
+    (tmp_path / "fine.py").write_text('FIELDS = {"kind": ["a", "b"], "n": None}\n\ndef parse(item):\n    return item\n')
+    assert plugin_mod.load("fine", [tmp_path]).fields == {"kind": frozenset({"a", "b"}), "n": None}
+
+
+def test_check_says_what_accept_cannot_match(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from pipeline.cli import main
+
+    path = tmp_path / "loglines.cfg"
+    path.write_text("[worker_parse]\ntype = parser\nlistento = a\npushto = b\nplugin = accesslog\n"
+                    "accept = kind=downloads\n")
+    assert main(["-c", str(path), "check"]) == 1
+    err = capsys.readouterr().err
+    assert "section [worker_parse], key 'accept', value 'kind=downloads': plugin accesslog never " \
+           "gives kind the value 'downloads'" in err
