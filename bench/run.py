@@ -16,6 +16,7 @@ BENCHMARKS = [
     ["bench.peers_bench", "es", "--runs", "3"],
     ["bench.tracker_bench", "--runs", "3"],
     ["bench.http_bench", "--runs", "3"],
+    ["bench.forward_bench", "--outage", "600"],
 ]
 HEAD = ["benchmark", "loglines", "peer (same run)", "ratio", "target"]
 PEERS = ("P1/P4/P5/P6: rsyslog {version} from Debian (imfile -> omhiredis, imfile -> "
