@@ -51,7 +51,8 @@ class EsNode:
     """One real Elasticsearch node started by tests/es/start-es.sh; stop() and start() again
     keep its data (the same home)."""
 
-    def __init__(self, build: Path, queue_size: int = 0) -> None:
+    def __init__(self, build: Path, queue_size: int = 0, env: dict[str, str] | None = None,
+                 ports: tuple[int, int] | None = None) -> None:
         import tempfile
 
         from tests.support.servers import free_port
@@ -59,8 +60,8 @@ class EsNode:
         # not under pytest's private (0700) temp dir: the node runs as an unprivileged user
         self.work = Path(tempfile.mkdtemp(prefix="loglines-es-"))
         self.work.chmod(0o755)
-        self.build, self.queue_size = build, queue_size
-        self.ports = (free_port(), free_port())
+        self.build, self.queue_size, self.env = build, queue_size, dict(env or {})
+        self.ports = ports or (free_port(), free_port())
         self.url = f"http://127.0.0.1:{self.ports[0]}"
 
     def start(self) -> EsNode:
@@ -68,7 +69,7 @@ class EsNode:
         import subprocess
 
         script = Path(__file__).parent / "es" / "start-es.sh"
-        env = dict(os.environ, LOGLINES_ES_BUILD=str(self.build))
+        env = dict(os.environ, LOGLINES_ES_BUILD=str(self.build), **self.env)
         if ES_BROKEN:
             pytest.fail(f"Elasticsearch could not start earlier in this run: {ES_BROKEN[0]}", pytrace=False)
         started = subprocess.run(
@@ -156,6 +157,38 @@ def es_node_factory(es_build: Path) -> Iterator[object]:
     yield make
     for node in nodes:
         node.remove()
+
+
+@pytest.fixture
+def es_cluster(es_build: Path) -> Iterator[list[EsNode]]:
+    """Three real Elasticsearch nodes forming one cluster on 127.0.0.1 (512 MiB heap each)."""
+    from tests.support.servers import free_port, wait_for
+
+    ports = [(free_port(), free_port()) for _ in range(3)]
+    names = [f"node-{n}" for n in range(3)]
+    cluster = f"loglines-cluster-{ports[0][0]}"
+    common = {"LOGLINES_ES_SEEDS": ",".join(f"127.0.0.1:{t}" for _, t in ports),
+              "LOGLINES_ES_MASTERS": ",".join(names), "LOGLINES_ES_CLUSTER": cluster,
+              "LOGLINES_ES_HEAP": "512m"}
+    nodes = [EsNode(es_build, env={**common, "LOGLINES_ES_NODE": name}, ports=port)
+             for name, port in zip(names, ports, strict=True)]
+    try:
+        for node in nodes:
+            node.start()
+        import requests
+
+        def formed() -> bool:
+            try:
+                health = requests.get(nodes[0].url + "/_cluster/health", timeout=5).json()
+            except (requests.RequestException, ValueError):
+                return False
+            return health.get("number_of_nodes") == 3 and health.get("status") in ("green", "yellow")
+
+        wait_for(formed, timeout=180, interval=1, what="three nodes in one cluster")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.remove()
 
 
 @pytest.fixture(autouse=True)

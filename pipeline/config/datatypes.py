@@ -138,8 +138,8 @@ def console_port(text: str) -> int:
 
 def redis_url(text: str) -> str:
     value = text.strip()
-    if not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://")):
-        raise ValueError("expected a redis://, rediss://, unix:// or redis+sentinel:// URL")
+    if not value.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://")):
+        raise ValueError("expected a redis://, rediss://, unix://, redis+sentinel:// or redis+cluster:// URL")
     return value
 
 

@@ -84,6 +84,9 @@ class RedisConfig:
     appendfsync: str = key(dt.choice("always", "everysec", "no"), "the embedded server's "
                                                                    "appendfsync", "everysec")
     maxmemory: str = key(dt.nonempty, "the embedded server's maxmemory (noeviction)", "")
+    min_replicas: int = key(dt.integer(0, 16), "replicas that must have a commit before it counts "
+                                               "as done (WAIT); 0: the master's word", 0)
+    min_replicas_timeout_ms: int = key(dt.integer(10, 60_000), "how long a commit waits for them", 1000)
     # worked out by the loader
     name: str = "redis"
     unix_socket: Path | None = None

@@ -17,6 +17,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from pipeline.config import RedisConfig
+from pipeline.core.keys import Keys
 from pipeline.errors import LoglinesError
 
 #: What a lost or stalled Redis raises; workers back off and retry on these.
@@ -29,7 +30,9 @@ REDIS_ERRORS = (*CONNECTION_ERRORS, redis.ResponseError)
 _PASSING_STATES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
                    redis.exceptions.TryAgainError, redis.exceptions.ClusterDownError)
 # replies redis-py has no class for (a transaction prefixes them with "... caused error: ")
-_PASSING_CODES = re.compile(r"(?:^|caused error: )(?:MISCONF|NOREPLICAS) ")
+_PASSING_CODES = re.compile(r"(?:^|caused error: )(?:MISCONF|NOREPLICAS|UNBLOCKED|CLUSTERDOWN|TRYAGAIN) ")
+#: a Redis Cluster moving a slot (a failover, a resharding): the client learns the map again
+_MOVED = (redis.exceptions.MovedError, redis.exceptions.AskError)
 
 
 def passing(exc: BaseException) -> bool:
@@ -37,7 +40,7 @@ def passing(exc: BaseException) -> bool:
 
     Any other error reply is a bug to surface, not to retry forever.
     """
-    if isinstance(exc, CONNECTION_ERRORS + _PASSING_STATES):
+    if isinstance(exc, CONNECTION_ERRORS + _PASSING_STATES + _MOVED):
         return True
     return isinstance(exc, redis.ResponseError) and bool(_PASSING_CODES.search(str(exc)))
 
@@ -54,11 +57,30 @@ def connect(cfg: RedisConfig) -> redis.Redis:
     }
     if url.startswith("redis+sentinel://"):
         return _sentinel_master(url, cfg, common)
+    if url.startswith("redis+cluster://"):
+        return _cluster(url, cfg, common)
     kwargs = dict(common)
     password = cfg.resolved_password()
     if password:
         kwargs["password"] = password
     return redis.Redis.from_url(url, **kwargs)
+
+
+def _cluster(url: str, cfg: RedisConfig, common: dict[str, object]) -> redis.Redis:
+    """``redis+cluster://[:password@]host:port[,host:port]``: a cluster client (it follows
+    MOVED and ASK; every multi-key transaction of loglines stays in the slot of its prefix)."""
+    from redis.cluster import ClusterNode, RedisCluster
+
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    password = unquote(parts.password) if parts.password else cfg.resolved_password() or None
+    nodes = []
+    for hostport in netloc.split(","):
+        host, _, port = hostport.rpartition(":")
+        nodes.append(ClusterNode(host or hostport, int(port) if host else 6379))
+    kwargs = {k: v for k, v in common.items() if k != "health_check_interval"}
+    client = RedisCluster(startup_nodes=nodes, password=password, **kwargs)
+    return client  # (untyped for mypy: redis is read as untyped) the same commands as a plain client
 
 
 def _sentinel_master(url: str, cfg: RedisConfig, common: dict[str, object]) -> redis.Redis:
@@ -119,6 +141,50 @@ def connect_async(cfg: RedisConfig) -> redis.asyncio.Redis:
     if password:
         kwargs["password"] = password
     url = cfg.connection_url()
-    if url.startswith("redis+sentinel://"):
-        raise ValueError("the HTTP workers take a redis://, rediss:// or unix:// server")
+    if url.startswith(("redis+sentinel://", "redis+cluster://")):
+        parts = urlsplit(url)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        if parts.password:
+            kwargs["password"] = unquote(parts.password)
+        hosts = []
+        for hostport in netloc.split(","):
+            host, _, port = hostport.rpartition(":")
+            hosts.append((host or hostport, int(port) if host else 26379))
+        if url.startswith("redis+cluster://"):
+            from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+            return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in hosts], **kwargs)
+        from redis.asyncio.sentinel import Sentinel
+
+        path = [p for p in parts.path.split("/") if p]
+        sentinel = Sentinel(hosts, sentinel_kwargs={k: v for k, v in kwargs.items() if k != "password"}, **kwargs)
+        return sentinel.master_for(path[0], db=int(path[1]) if len(path) > 1 else cfg.db)
     return redis.asyncio.Redis.from_url(url, **kwargs)
+
+
+def wait_replicas(client: redis.Redis, cfg: RedisConfig) -> None:
+    """With ``min_replicas``, return only once that many replicas have every write made so far
+    (a marker written now, then WAIT on the same connection: WAIT counts the writes of the
+    connection it is sent on); else raise a passing ``NOREPLICAS`` error: the caller waits and
+    tries again, never counting the work as done."""
+    if not cfg.min_replicas:
+        return
+    with client.pipeline(transaction=False) as pipe:
+        pipe.incr(Keys(cfg.prefix).replication_marker)
+        pipe.wait(cfg.min_replicas, cfg.min_replicas_timeout_ms)
+        _, acked = pipe.execute()
+    if int(acked) < cfg.min_replicas:
+        raise redis.ResponseError(f"NOREPLICAS {acked} of {cfg.min_replicas} replicas have the last "
+                                  f"write after {cfg.min_replicas_timeout_ms} ms")
+
+
+def relearn(client: object, exc: BaseException) -> None:
+    """After an error that may mean the topology changed, make a cluster client read the slot
+    map again (a plain or Sentinel client finds the master by itself at the next connection)."""
+    manager = getattr(client, "nodes_manager", None)
+    if manager is None:
+        return
+    try:
+        manager.initialize()
+    except REDIS_ERRORS + (redis.exceptions.RedisClusterException,):
+        pass  # the next try tells again

@@ -79,6 +79,11 @@ class Keys:
         """List: where a watcher's files were when they were truncated (for copytruncate's copy)."""
         return self._key("truncated", watcher)
 
+    @property
+    def replication_marker(self) -> str:
+        """A counter written before WAIT, so that WAIT covers the writes of other connections."""
+        return self._key("replicated")
+
     def forward(self, worker: str) -> str:
         """Hash: a forwarder's target -> how its delivery stands (state, spool figures)."""
         return self._key("forward", worker)

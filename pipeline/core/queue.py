@@ -26,7 +26,7 @@ from redis.client import Pipeline
 
 from pipeline.config import RedisConfig
 from pipeline.core import message
-from pipeline.core.connection import check_server
+from pipeline.core.connection import check_server, wait_replicas
 from pipeline.core.keys import Keys
 from pipeline.core.stats import Stats
 from pipeline.errors import PayloadError
@@ -205,9 +205,10 @@ class Consumer:
                 if outcome.extra is not None:
                     outcome.extra(pipe)
                 pipe.execute()
-                self._check_own = False
-                self.stats.add(outcome.count, outcome.tally)
-                return True
+            wait_replicas(self.client, self.cfg)  # until then it is not done: it is looked at again
+            self._check_own = False
+            self.stats.add(outcome.count, outcome.tally)
+            return True
         except redis.WatchError:
             # reaped meanwhile, or the connection broke while watching (applied or not: the
             # in-flight list, read again at the next take, tells)

@@ -14,7 +14,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 
-from pipeline.core.connection import passing
+from pipeline.core.connection import passing, relearn
 from pipeline.core.lifecycle import Flags, sleep_unless
 from pipeline.core.logsetup import safe
 
@@ -72,8 +72,8 @@ class Retry:
 class Outage:
     """The wait of a worker loop whose Redis is unreachable or refuses writes for a while."""
 
-    def __init__(self, name: str, flags: Flags) -> None:
-        self.name, self.flags = name, flags
+    def __init__(self, name: str, flags: Flags, client: object = None) -> None:
+        self.name, self.flags, self.client = name, flags, client
         self.backoff = Backoff()
 
     def wait(self, exc: BaseException) -> None:
@@ -81,6 +81,8 @@ class Outage:
         (any other error reply is a bug to surface, not to retry forever)."""
         if not passing(exc):
             raise exc
+        if self.client is not None:
+            relearn(self.client, exc)
         delay = self.backoff.next_delay()
         log.warning("%s: Redis unavailable (%s); retrying in %.1fs", self.name, safe(exc), delay)
         sleep_unless(self.flags, delay)

@@ -97,7 +97,7 @@ def run_consumer(
     heartbeat = Heartbeat(consumer, rcfg.heartbeat_ttl, flags)
     watchdog = Watchdog(consumer.id, cfg.watchdog_s)
     watchdog.start()
-    outage = Outage(consumer.id, flags)
+    outage = Outage(consumer.id, flags, client)
     started = False
     next_reap = 0.0
     log.info("%s: consuming %s", consumer.id, queue)

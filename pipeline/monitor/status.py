@@ -70,7 +70,7 @@ def collect(cfg: Config, clients: dict[str, redis.Redis]) -> dict[str, Any]:
                 problems = [f"ERROR: {exc}"]
             servers[server] = {"dead_letters": int(client.llen(keys.dead_letters)),
                                "failed": int(client.llen(keys.failed)), "warnings": problems,
-                               "reachable": True}
+                               "reachable": True, **_cluster_place(client, keys)}
         except CONNECTION_ERRORS as exc:
             servers[server] = {"dead_letters": 0, "failed": 0, "warnings": [], "reachable": False,
                                "error": safe(exc), "hint": _unreachable(cfg, server, states)}
@@ -125,6 +125,16 @@ def queue_items(client: redis.Redis, key: str, length: int) -> tuple[int, bool]:
     if seen >= length or not seen:
         return total, False
     return round(total * length / seen), True
+
+
+def _cluster_place(client: redis.Redis, keys: Keys) -> dict[str, Any]:
+    """On a Redis Cluster: the slot of the pipeline's hash tag and the master serving it."""
+    if not hasattr(client, "get_node_from_key"):
+        return {}
+    from redis.crc import key_slot
+
+    node = client.get_node_from_key(keys.dead_letters)
+    return {"slot": int(key_slot(keys.dead_letters.encode())), "node": f"{node.host}:{node.port}"}
 
 
 def _unreachable(cfg: Config, server: str, states: dict[str, dict[str, Any]] | None) -> str:
@@ -206,6 +216,8 @@ def render(status: dict[str, Any]) -> str:
         out.append(f"{safe(cid, 80):<42} {safe(c['queue'], 60):<14} {'yes' if c['alive'] else 'NO':<6} "
                    f"{c['in_flight']:>9}")
     for server, info in status.get("redis", {}).items():
+        if "slot" in info:
+            out.append(f"[{server}]: the pipeline's keys are in slot {info['slot']}, served by {info['node']}")
         if not info.get("reachable", True):
             out += [f"[{server}]: {info['hint']} ({info['error']})"]
         out += [f"[{server}]: {w}" for w in info.get("warnings", [])]

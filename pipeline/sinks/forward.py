@@ -123,7 +123,7 @@ class TargetDelivery:
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> None:
-        outage = Outage(f"{self.section}/{self.target.name}", self.flags)
+        outage = Outage(f"{self.section}/{self.target.name}", self.flags, self.client)
         started = False
         while not self.flags.stop:
             turned()

@@ -120,8 +120,9 @@ class Committer:
     """Group commit: requests wait here until the running commit is done, then go in the next
     one together. Also watches the queue's length and whether Redis takes writes."""
 
-    def __init__(self, client: redis.asyncio.Redis, keys: Keys, opts: HttpOptions, name: str) -> None:
-        self.client, self.keys, self.opts, self.name = client, keys, opts, name
+    def __init__(self, client: redis.asyncio.Redis, keys: Keys, opts: HttpOptions, name: str,
+                 rcfg: RedisConfig) -> None:
+        self.client, self.keys, self.opts, self.name, self.rcfg = client, keys, opts, name, rcfg
         self.queue_key = keys.queue(opts.pushto)
         self.script = client.register_script(GROUP_COMMIT)
         self.pending: list[Pending] = []
@@ -171,6 +172,7 @@ class Committer:
             args += [b"1" if p.idem_key else b"0", p.answer, len(p.messages), *p.messages]
         try:
             results = await self.script(keys=keys, args=args)
+            await self._replicated()
         except REDIS_ERRORS as exc:
             self.writable = False
             log.warning("%s: Redis did not take %d request(s): %s", self.name, len(group), safe(exc))
@@ -183,6 +185,18 @@ class Committer:
         for p, before in zip(group, results, strict=True):
             if not p.done.done():
                 p.done.set_result((bytes(before), True) if before else (p.answer, False))
+
+    async def _replicated(self) -> None:
+        """With ``min_replicas``: answer 2xx only once that many replicas have the group (a
+        marker and WAIT on one connection; fewer: a 503, and the retry's key finds the group)."""
+        if not self.rcfg.min_replicas:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.incr(self.keys.replication_marker)
+            pipe.wait(self.rcfg.min_replicas, self.rcfg.min_replicas_timeout_ms)
+            _, acked = await pipe.execute()
+        if int(acked) < self.rcfg.min_replicas:
+            raise redis.ResponseError(f"NOREPLICAS {acked} of {self.rcfg.min_replicas} replicas")
 
     async def _watch_loop(self) -> None:
         """The queue's length (for back-pressure) and a write probe (for /healthz), 5 times a
@@ -233,7 +247,7 @@ class Ingest:
         while True:
             event = await receive()
             if event["type"] == "lifespan.startup":
-                self.committer = Committer(connect_async(self.rcfg), self.keys, self.opts, self.name)
+                self.committer = Committer(connect_async(self.rcfg), self.keys, self.opts, self.name, self.rcfg)
                 self.committer.start()
                 self.budget = asyncio.Semaphore(max(1, self.opts.max_pending_bytes // UNIT))
                 await send({"type": "lifespan.startup.complete"})
@@ -408,9 +422,6 @@ def validate(opts: HttpOptions, rcfg: RedisConfig, section: Section) -> None:
         raise section.error(f"must stay 64 KiB under max_payload_bytes ({rcfg.max_payload_bytes}) of "
                             f"[{rcfg.name}]: one event can be as long as a body", "max_body_bytes",
                             section.items.get("max_body_bytes", str(opts.max_body_bytes)))
-    if rcfg.url.startswith("redis+sentinel://"):
-        raise section.error("the http worker takes a redis://, rediss:// or unix:// server", "redis",
-                            rcfg.name)
 
 
 COMPONENT = Component(

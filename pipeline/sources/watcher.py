@@ -23,7 +23,7 @@ from pipeline.config import Config, ProgramConfig, RedisConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
 from pipeline.core import failpoint
-from pipeline.core.connection import REDIS_ERRORS, check_server, connect
+from pipeline.core.connection import REDIS_ERRORS, check_server, connect, wait_replicas
 from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags, Watchdog, turned
 from pipeline.core.logsetup import safe
@@ -71,8 +71,10 @@ class Watcher:
         keys: Keys,
         flags: Flags,
         state_name: str | None = None,
+        rcfg: RedisConfig | None = None,
     ) -> None:
         self.name, self.opts, self.client, self.keys, self.flags = name, opts, client, keys, flags
+        self.rcfg = rcfg or RedisConfig()
         self.queue_key = keys.queue(opts.pushto)
         self.offsets_key = keys.offsets(state_name or name)
         self.truncated_key = keys.truncated(state_name or name)
@@ -414,6 +416,7 @@ class Watcher:
         except redis.WatchError:
             self.resync()
             return False
+        wait_replicas(self.client, self.rcfg)  # raises (the run loop waits) until replicated
         self.lines_pushed += count
         self.stats.add(count)
         self._done(parts, states)
@@ -498,7 +501,7 @@ class Watcher:
                     self._release(copy, tail.state)
 
     def run(self, watchdog_s: int = 120) -> int:
-        outage = Outage(self.name, self.flags)
+        outage = Outage(self.name, self.flags, self.client)
         heartbeat = self.keys.heartbeat(self.name)
         watchdog = Watchdog(self.name, watchdog_s, report=lambda at: self.client.set(
             heartbeat, b"%.3f" % at, ex=max(60, watchdog_s)))
@@ -601,7 +604,7 @@ def _size_of(state: FileState) -> int | None:
 
 def run(cfg: Config, program: ProgramConfig[WatcherOptions], flags: Flags) -> int:
     rcfg = cfg.redis_for(program)
-    watcher = Watcher(program.name, program.options, connect(rcfg), Keys(rcfg.prefix), flags)
+    watcher = Watcher(program.name, program.options, connect(rcfg), Keys(rcfg.prefix), flags, rcfg=rcfg)
     return watcher.run(cfg.watchdog_s)
 
 

@@ -63,7 +63,12 @@ node_error() {  # the node's own error: its first Java exception, else its first
     || grep -m1 -E 'Exception|Error|error' "$work/es.log" 2>/dev/null || tail -1 "$work/es.log" 2>/dev/null
 }
 for _ in $(seq 1 180); do
-  if curl -sf "http://127.0.0.1:$http_port/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null 2>&1; then
+  if [ -n "${LOGLINES_ES_SEEDS:-}" ]; then  # a node of a cluster: up once it answers at all
+    if curl -s -o /dev/null "http://127.0.0.1:$http_port/" 2>/dev/null; then
+      echo "http://127.0.0.1:$http_port"
+      exit 0
+    fi
+  elif curl -sf "http://127.0.0.1:$http_port/_cluster/health?wait_for_status=yellow&timeout=1s" >/dev/null 2>&1; then
     echo "http://127.0.0.1:$http_port"
     exit 0
   fi

@@ -93,12 +93,18 @@ class Pipeline:
 
     def __init__(self, tmp: Path, redis_url: str, es_url: str, tracker: TrackerServer,
                  sinks: tuple[str, ...] = SINKS, out_dir: Path | None = None,
-                 plugin: str = "accesslog", parse_extra: str = "", logfile: str = "") -> None:
+                 plugin: str = "accesslog", parse_extra: str = "", logfile: str = "",
+                 redis_extra: str = "", prefix: str = "loglines") -> None:
         self.tmp, self.sinks, self.tracker = tmp, sinks, tracker
         self.log, self.out = tmp / "access.log", (out_dir or tmp) / "out.log"
         self.index = f"faults-{uuid.uuid4().hex[:8]}"
-        self.es = Elasticsearch(es_url, request_timeout=60)
-        self.client = redis.Redis.from_url(redis_url, socket_timeout=10)
+        self.es = Elasticsearch([h.strip() for h in es_url.split(",")], request_timeout=60)
+        from pipeline.config import RedisConfig
+        from pipeline.core.connection import connect
+
+        self.keys = Keys(prefix)
+        self.client = connect(RedisConfig(url=redis_url, embedded=False, prefix=prefix, socket_timeout=10))
+        self.es_hosts = [h.strip() for h in es_url.split(",")]
         self.logs = tmp / "logs"
         self.logs.mkdir(exist_ok=True)
         fan = ["to_parse"] + (["to_irus"] if "tracker" in sinks else [])
@@ -112,6 +118,8 @@ class Pipeline:
             heartbeat_ttl = 3
             socket_timeout = 2
             block_timeout = 0.5
+            prefix = {prefix}
+            {redis_extra.strip().replace(chr(10), chr(10) + " " * 12)}
 
             [logger_access]
             type = watcher
@@ -170,7 +178,7 @@ class Pipeline:
             start_with(worker, (env or {}).get(name, {}))
         if ready:
             watcher = self.workers["logger_access"]
-            wait_for(lambda: self.client.hlen(K.consumers) >= len(self.workers) - 1
+            wait_for(lambda: self.client.hlen(self.keys.consumers) >= len(self.workers) - 1
                      and watcher.logfile.exists() and b"tailing" in watcher.logfile.read_bytes(),
                      timeout=60, what="every worker at work")
         return self
@@ -209,7 +217,7 @@ class Pipeline:
         time.sleep(1.5)  # anything doubled or late shows up now
 
     def dead_letters(self) -> list[dict[str, Any]]:
-        return [orjson.loads(e) for e in self.client.lrange(K.dead_letters, 0, -1)]
+        return [orjson.loads(e) for e in self.client.lrange(self.keys.dead_letters, 0, -1)]
 
     def dead_seqs(self) -> dict[int, int]:
         """Sequence numbers of the lines in the dead-letter list (accounted for, not lost)."""

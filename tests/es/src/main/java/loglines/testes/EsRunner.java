@@ -11,6 +11,11 @@ import org.elasticsearch.node.Node;
 /** Starts one single-node Elasticsearch cluster bound to 127.0.0.1: home, HTTP port, transport port
  *  and the write thread-pool queue size (0 for the default) are the arguments. */
 public final class EsRunner {
+    private static String env(String name, String fallback) {
+        String value = System.getenv(name);
+        return value == null ? fallback : value;
+    }
+
     public static void main(String[] args) throws Exception {
         Path home = Path.of(args[0]);
         LogConfigurator.configureESLogging();
@@ -19,14 +24,20 @@ public final class EsRunner {
             .put("path.data", home.resolve("data").toString())
             .put("path.logs", home.resolve("logs").toString())
             .put("path.repo", home.resolve("snapshots").toString())
-            .put("cluster.name", "loglines-test")
-            .put("node.name", "loglines-test-node")
+            .put("cluster.name", env("LOGLINES_ES_CLUSTER", "loglines-test"))
+            .put("node.name", env("LOGLINES_ES_NODE", "loglines-test-node"))
             .put("http.host", "127.0.0.1")
             .put("http.port", args[1])
             .put("transport.host", "127.0.0.1")
             .put("transport.port", args[2])
-            .put("discovery.type", "single-node")
             .put("action.auto_create_index", true);
+        String seeds = env("LOGLINES_ES_SEEDS", "");
+        if (seeds.isEmpty()) {
+            builder.put("discovery.type", "single-node");
+        } else {  // one node of a cluster: its peers' transport addresses and the first masters
+            builder.putList("discovery.seed_hosts", seeds.split(","));
+            builder.putList("cluster.initial_master_nodes", env("LOGLINES_ES_MASTERS", "").split(","));
+        }
         if (args.length > 3 && !args[3].equals("0")) {
             builder.put("thread_pool.write.queue_size", Integer.parseInt(args[3]));
             builder.put("thread_pool.write.size", 1);
