@@ -17,6 +17,7 @@ BENCHMARKS = [
     ["bench.tracker_bench", "--runs", "3"],
     ["bench.http_bench", "--runs", "3"],
     ["bench.forward_bench", "--outage", "600"],
+    ["bench.replicas_bench"],
 ]
 HEAD = ["benchmark", "loglines", "peer (same run)", "ratio", "target"]
 PEERS = ("P1/P4/P5/P6: rsyslog {version} from Debian (imfile -> omhiredis, imfile -> "
