@@ -82,7 +82,12 @@ def test_100k_lines_survive_sigkills_and_two_rotations(write_cfg, tmp_path: Path
         def done() -> bool:
             return len(count_seq(out_log)[0]) >= TOTAL
 
-        wait_for(done, timeout=180, interval=0.5, what="all lines in the output")
+        try:
+            wait_for(done, timeout=180, interval=0.5, what="all lines in the output")
+        except AssertionError:
+            seen, _ = count_seq(out_log)
+            raise AssertionError(f"after 180 s: {oracle(seen, TOTAL)}; dlq "
+                                 f"{r.llen('{loglines}:dlq')}; logs in {logdir}") from None
         time.sleep(1.5)  # anything doubled would show up now
         seen, other = count_seq(out_log)
         result = oracle(seen, TOTAL)
