@@ -401,6 +401,7 @@ class Watcher:
             count += n
             states[tail.key] = tail.identity().advanced(tail.fd, end)
         believed = {tail.key: tail.state for tail, _ in parts}
+        started = time.monotonic()
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.watch(self.offsets_key)
@@ -416,6 +417,8 @@ class Watcher:
             return False
         self.lines_pushed += count
         self.stats.add(count)
+        self.stats.count("items_out", count)  # a watcher's lines in are its lines out
+        self.stats.observe("batch_seconds", time.monotonic() - started)
         self._done(parts, states)
         return True
 
