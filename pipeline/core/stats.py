@@ -55,21 +55,33 @@ class Stats:
     def flush(self, force: bool = False) -> None:
         if not (self.pending or self.outcomes) or (not force and time.monotonic() < self.next_flush):
             return
-        rate_key = self.keys.rate(int(time.time() // 60))
         try:
             with self.client.pipeline(transaction=False) as pipe:
-                if self.pending:
-                    pipe.hincrby(self.keys.stats, self.worker, self.pending)
-                    pipe.hincrby(rate_key, self.worker, self.pending)
-                    pipe.expire(rate_key, 3600)
-                for name, n in self.outcomes.items():
-                    pipe.hincrby(self.keys.stats, outcome_field(self.worker, name), n)
+                self.write(pipe, self.pending, self.outcomes)
                 pipe.execute()
         except REDIS_ERRORS:
             return
         self.pending = 0
         self.outcomes = {}
         self.next_flush = time.monotonic() + self.interval
+
+    def take(self) -> tuple[int, dict[str, int]]:
+        """What was counted since the last flush, forgotten here: for a worker that flushes
+        through a pipeline of its own (an asyncio one) with :meth:`write`; what could not be
+        written goes back with :meth:`add`."""
+        taken = self.pending, self.outcomes
+        self.pending, self.outcomes = 0, {}
+        return taken
+
+    def write(self, pipe: Any, pending: int, counts: Mapping[str, int]) -> None:
+        """Queue the commands of a flush on ``pipe`` (sync or asyncio)."""
+        rate_key = self.keys.rate(int(time.time() // 60))
+        if pending:
+            pipe.hincrby(self.keys.stats, self.worker, pending)
+            pipe.hincrby(rate_key, self.worker, pending)
+            pipe.expire(rate_key, 3600)
+        for name, n in counts.items():
+            pipe.hincrby(self.keys.stats, outcome_field(self.worker, name), n)
 
 
 def outcome_field(worker: str, outcome: str) -> str:
