@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis
+from elastic_transport import ConnectionError as EsConnectionError
+from elastic_transport import ConnectionTimeout
+from elasticsearch import ApiError
 
 from pipeline.config import Config
 from pipeline.core.keys import Keys
@@ -85,9 +88,9 @@ class Checker:
         for name, program in self.cfg.workers("esindexer").items():
             es = self.es.get(name)
             if es is None:
-                timeout = max(1.0, min(5.0, self.opts.check_s))
+                timeout = min(5.0, program.options.request_timeout)
                 es = self.es[name] = es_client(replace(program.options, request_timeout=timeout))
-            up = bool(es.ping())
+            up = answers(es)
             hosts = ", ".join(program.options.hosts)
             out.append(Check(f"es_unreachable:{name}", "es_unreachable", up,
                              f"Elasticsearch of {name} ({hosts}) " + ("answers" if up else "does not answer")))
@@ -169,6 +172,18 @@ class Checker:
         return [Check(f"heartbeat_stale:{name}", "heartbeat_stale", w["heartbeat_age_s"] <= limit,
                       f"the loop of {name} last turned {w['heartbeat_age_s']:.0f} s ago")
                 for name, w in status["workers"].items() if w.get("heartbeat_age_s") is not None]
+
+
+def answers(es: Elasticsearch) -> bool:
+    """Whether Elasticsearch answers (``_cluster/health``: what every node serves; an error
+    status below 500 is an answer too)."""
+    try:
+        es.cluster.health()
+    except (EsConnectionError, ConnectionTimeout):
+        return False
+    except ApiError as exc:
+        return int(exc.meta.status) < 500
+    return True
 
 
 def slope(points: list[tuple[float, float]]) -> float:
