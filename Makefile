@@ -21,8 +21,12 @@ demo: install
 	@echo "Output: var/out/downloads.ndjson and var/out/other.log. Ctrl-C stops everything."
 	$(VENV)/bin/loglines -c loglines.cfg up --foreground
 
-## make test: install what the tests need and run the whole suite
+## make test: install what the tests need (Prometheus and Chromium from Debian when missing)
+## and run the whole suite
+TEST_PACKAGES := prometheus chromium
 test: install
+	@dpkg -s $(TEST_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES); }
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 ## make bench: every benchmark beside its peer (rsyslog from Debian, installed if missing)

@@ -33,6 +33,7 @@ BUILTIN = (
     "pipeline.ops.schedule",
     "pipeline.sources.http",
     "pipeline.sinks.forward",
+    "pipeline.monitor.monitor",
 )
 
 

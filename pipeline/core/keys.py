@@ -100,3 +100,10 @@ class Keys:
     def rate(self, minute: int) -> str:
         """Hash: worker name -> items acknowledged during one minute (expires)."""
         return self._key("rate", str(minute))
+
+    def monitor(self, *what: str) -> str:
+        """The monitor's own state: ``alerts`` (hash: alert -> its state), ``checks`` (hash:
+        what the rules remember between checks), ``sizes:<watcher>`` (hash: file -> when it was
+        seen how large, for the age of its oldest unshipped line), ``series:<kind>:<name>``
+        (capped lists of samples for the status page's charts)."""
+        return self._key("mon", *what)

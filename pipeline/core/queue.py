@@ -59,6 +59,9 @@ class Outcome:
     #: what became of the items, counted for ``status`` once acknowledged (a tracker's sent,
     #: not counted, ...): statistics, outside the transaction
     tally: dict[str, int] = field(default_factory=dict)
+    #: items passed on (pushed to the next queues, each copy counted, or delivered to the sink),
+    #: counted as the worker's ``items_out`` once acknowledged; None: the worker does not say
+    out: int | None = None
 
 
 class Lost(Exception):
@@ -208,6 +211,8 @@ class Consumer:
             wait_replicas(self.client, self.cfg)  # until then it is not done: it is looked at again
             self._check_own = False
             self.stats.add(outcome.count, outcome.tally)
+            if outcome.out is not None:
+                self.stats.count("items_out", outcome.out)
             return True
         except redis.WatchError:
             # reaped meanwhile, or the connection broke while watching (applied or not: the

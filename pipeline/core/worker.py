@@ -112,6 +112,7 @@ def run_consumer(
                     started = True
                 delivery = consumer.take(gather_items, linger)
                 if delivery is not None:
+                    taken = time.monotonic()
                     failpoint.hit("taken")
                     outcome = Outcome()
                     if delivery.items:
@@ -128,7 +129,8 @@ def run_consumer(
                             continue
                     outcome.dead.extend(undecodable(consumer, delivery))
                     failpoint.hit("handled")
-                    consumer.ack(delivery, outcome)
+                    if consumer.ack(delivery, outcome):  # taken to acknowledged, for the monitor
+                        consumer.stats.observe("batch_seconds", time.monotonic() - taken)
                 consumer.stats.flush()
                 if tick is not None:
                     tick()

@@ -1,6 +1,10 @@
 """``loglines status``: workers, heartbeats, queues (messages and items), in-flight and
 dead-letter counts, rates, a watcher's files and a tracker's outcomes; and, when supervisord or
-a Redis server is not there, what to do about it."""
+a Redis server is not there, what to do about it.
+
+:func:`collect` is the one collector: ``loglines status`` renders it, and the monitor's
+``/metrics``, health checks, alerts and status page are all made from what it returns, so they
+never disagree."""
 
 from __future__ import annotations
 
@@ -15,7 +19,9 @@ from pipeline.core.connection import CONNECTION_ERRORS, UnfitServer, check_serve
 from pipeline.core.keys import Keys
 from pipeline.core.logsetup import safe
 from pipeline.core.message import count_items
+from pipeline.core.stats import figures as stats_figures
 from pipeline.core.stats import outcome_field
+from pipeline.monitor import figures
 from pipeline.ops.control import process_states, supervisord_pid
 from pipeline.ops.supervisord import paths
 
@@ -33,6 +39,7 @@ def collect(cfg: Config, clients: dict[str, redis.Redis]) -> dict[str, Any]:
     consumers: dict[str, dict[str, Any]] = {}
     totals: dict[str, int] = {}
     recent: dict[str, int] = {}
+    beats: dict[str, float] = {}
     servers: dict[str, dict[str, Any]] = {}
     states = process_states(cfg)
     now = time.time()
@@ -59,6 +66,9 @@ def collect(cfg: Config, clients: dict[str, redis.Redis]) -> dict[str, Any]:
                     "heartbeat_ttl": max(ttl, 0),
                     "in_flight": client.llen(keys.inflight(consumer)),
                 }
+            mine_sections = [n for n, p in cfg.programs.items() if p.type and p.redis == server]
+            for section, age in figures.heartbeat_ages(client, keys, mine_sections, now).items():
+                beats[section] = max(age, beats.get(section, 0.0))
             for k, v in client.hgetall(keys.stats).items():
                 totals[k.decode()] = totals.get(k.decode(), 0) + int(v)
             for m in range(minute - RATE_MINUTES, minute + 1):  # the current minute too
@@ -79,11 +89,18 @@ def collect(cfg: Config, clients: dict[str, redis.Redis]) -> dict[str, Any]:
     workers = {}
     for name, program in cfg.programs.items():
         procs = {k: v for k, v in (states or {}).items() if k.split(":")[0] == name}
+        counters, histograms = stats_figures(totals, name)
         worker: dict[str, Any] = {
             "type": program.type or "program",
             "processes": {k.split(":")[1]: v["statename"] for k, v in procs.items()},
             "items_total": totals.get(name, 0),
             "items_per_second_5min": round(recent.get(name, 0) / window, 2),
+            # for the monitor: what the worker passed on, its other counters and histograms
+            # (``core.stats``), how long ago its loop last turned (None: no live process)
+            "items_out_total": counters.get("items_out", 0),
+            "counters": counters,
+            "histograms": histograms,
+            "heartbeat_age_s": beats.get(name),
         }
         component = registry.get(program.type) if program.type else None
         if component is not None and component.outcomes:
@@ -93,12 +110,18 @@ def collect(cfg: Config, clients: dict[str, redis.Redis]) -> dict[str, Any]:
                 and servers.get(program.redis, {}).get("reachable"):
             try:
                 worker.update(component.status(cfg, program, client))
+                if "files" in worker:  # a watcher's: how long its oldest unshipped line waits
+                    worker["unshipped_age_s"] = figures.unshipped_ages(
+                        client, Keys(cfg.redis[program.redis].prefix), name, worker["files"], now)
             except CONNECTION_ERRORS:
                 pass
         workers[name] = worker
     return {
+        "collected_at": round(now, 3),
         "supervisord": "running" if states is not None else "not running",
         "supervisord_pid": supervisord_pid(cfg) if states is not None else None,
+        # every supervisord program (the embedded Redis too): ``group:name`` -> its state
+        "processes": {k: v["statename"] for k, v in (states or {}).items()},
         "workers": workers,
         "consumers": consumers,
         "queues": queues,

@@ -14,6 +14,7 @@ import traceback
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
+from typing import Protocol
 
 from cronsim import CronSim
 
@@ -84,7 +85,32 @@ def run_task(cfg: Config, program: ProgramConfig[ScheduleOptions]) -> tuple[bool
     return ok, report
 
 
-def send_report(opts: ScheduleOptions, subject: str, body: str) -> None:
+class MailSettings(Protocol):
+    """The SMTP keys of a section (a schedule worker's report, the monitor's alerts)."""
+
+    @property
+    def smtp_host(self) -> str: ...
+
+    @property
+    def smtp_port(self) -> int: ...
+
+    @property
+    def smtp_starttls(self) -> bool: ...
+
+    @property
+    def smtp_user(self) -> str: ...
+
+    @property
+    def smtp_password(self) -> str: ...
+
+    @property
+    def mail_from(self) -> str: ...
+
+    @property
+    def mail_to(self) -> tuple[str, ...]: ...
+
+
+def send_report(opts: MailSettings, subject: str, body: str) -> None:
     if not opts.smtp_host or not opts.mail_to:
         return
     mail = EmailMessage()

@@ -18,6 +18,7 @@ import gc
 import hashlib
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ from pipeline.core import message
 from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer, Delivery, Outcome
 from pipeline.core.retry import Retry
+from pipeline.core.stats import Stats
 from pipeline.core.worker import Handler, run_consumer
 from pipeline.registry import Component
 
@@ -136,9 +138,16 @@ def out_of_range_index(pattern: str) -> str:
     return re.sub(r"%[a-zA-Z]", "", head).rstrip("-_.") + "-out-of-range"
 
 
+def status_label(status: int) -> str:
+    """A status as a label value of bounded range: the code for those that matter, else its class."""
+    return str(status) if status in (400, 404, 409, 413, 429, 500, 502, 503, 504) else f"{status // 100}xx"
+
+
 class Indexer:
-    def __init__(self, opts: EsIndexerOptions, es: Elasticsearch, flags: Flags, name: str) -> None:
+    def __init__(self, opts: EsIndexerOptions, es: Elasticsearch, flags: Flags, name: str,
+                 stats: Stats | None = None) -> None:
         self.opts, self.es, self.flags, self.name = opts, es, flags, name
+        self.stats = stats  # bulk latency and rejections, for the monitor
 
     def operations(self, records: list[dict[str, Any]]) -> tuple[list[tuple[dict[str, Any], bytes]],
                                                                  list[tuple[dict[str, Any], str]]]:
@@ -190,6 +199,7 @@ class Indexer:
         retrying = Retry(self.name, self.flags, base=0.5, cap=self.opts.max_backoff)
         while pending:
             retry: list[tuple[dict[str, Any], bytes]] = []
+            started = time.monotonic()
             try:
                 # a bytes body (the NDJSON made once above) is sent as it is; the client's
                 # annotation only names the list-of-dicts form
@@ -198,17 +208,22 @@ class Indexer:
                 results = response.get("items") or [] if response.get("errors") else None
             except (EsConnectionError, ConnectionTimeout) as exc:
                 retry, reason = pending, f"Elasticsearch unreachable ({type(exc).__name__})"
+                self._count("es_bulk_errors:" + ("timeout" if isinstance(exc, ConnectionTimeout) else "connection"))
             except ApiError as exc:
+                self._count(f"es_bulk_errors:{status_label(exc.meta.status)}")
                 if exc.meta.status not in RETRYABLE:
                     raise
                 retry, reason = pending, f"Elasticsearch answered {exc.meta.status} to the bulk request"
             else:
                 reason = ""
+                if self.stats is not None:
+                    self.stats.observe("es_bulk_seconds", time.monotonic() - started)
                 for (record, op), result in zip(pending, results or (), strict=results is not None):
                     outcome = result.get("create") or next(iter(result.values()))
                     status = int(outcome.get("status", 0))
                     if 200 <= status < 300 or status == 409:
                         continue
+                    self._count(f"es_rejected:{status_label(status)}")
                     if status in RETRYABLE:
                         retry.append((record, op))
                         reason = f"Elasticsearch rejected {len(retry)} document(s) with {status}"
@@ -230,17 +245,21 @@ class Indexer:
             log.warning("%s: %d document(s) dead-lettered", self.name, len(dead))
         return dead
 
+    def _count(self, name: str) -> None:
+        if self.stats is not None:
+            self.stats.count(name)
+
 
 def run(cfg: Config, program: ProgramConfig[EsIndexerOptions], flags: Flags) -> int:
     opts: EsIndexerOptions = program.options
 
     def make_handler(consumer: Consumer, flags: Flags) -> Handler:
-        indexer = Indexer(opts, client(opts), flags, program.name)
+        indexer = Indexer(opts, client(opts), flags, program.name, consumer.stats)
 
         def handle(delivery: Delivery) -> Outcome:
             records = delivery.items or []
             dead = indexer.index(records, consumer.id, opts.listento)
-            return Outcome(dead=dead, count=len(records))
+            return Outcome(dead=dead, count=len(records), out=len(records) - len(dead))
 
         return handle
 

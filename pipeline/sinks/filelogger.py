@@ -223,7 +223,7 @@ def run(cfg: Config, program: ProgramConfig[FileLoggerOptions], flags: Flags) ->
                 except OSError as exc:
                     retry.failed(f"cannot write {opts.logfile}: {exc}")
             retry.succeeded()
-            return Outcome(dead=dead, count=len(delivery.items or ()),
+            return Outcome(dead=dead, count=len(delivery.items or ()), out=len(delivery.items or ()) - len(bad),
                            extra=lambda p: filelog.save(p, state))
 
         return handle

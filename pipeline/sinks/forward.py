@@ -304,7 +304,8 @@ def run(cfg: Config, program: ProgramConfig[ForwardOptions], flags: Flags) -> in
                 pushes += [(target_queue(program.name, d.target.name), wrapped) for d in deliveries]
             dead = [message.dead_letter(reason=f"the item {why}", worker=consumer.id, queue=opts.listento,
                                         item={"unencodable": repr(item)[:2000]}) for item, why in bad]
-            return Outcome(pushes=pushes, dead=dead, count=len(delivery.items))
+            return Outcome(pushes=pushes, dead=dead, count=len(delivery.items),
+                           out=(len(delivery.items) - len(bad)) * len(deliveries))
 
         return handle
 

@@ -45,6 +45,7 @@ from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer, Delivery, Lost, Outcome
 from pipeline.core.retry import HandBack, Retry
+from pipeline.core.stats import Stats
 from pipeline.core.worker import Handler, belongs_to, run_consumer
 from pipeline.errors import PermanentError, PluginError, RetryableError
 from pipeline.ops import dlq
@@ -98,8 +99,9 @@ class Event:
 class Tracker:
     """One keep-alive HTTP session to the tracker, with the per-process rate limit."""
 
-    def __init__(self, opts: TrackerOptions) -> None:
+    def __init__(self, opts: TrackerOptions, stats: Stats | None = None) -> None:
         self.opts = opts
+        self.stats = stats  # the tracker's answers by status, for the monitor
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "loglines-tracker/1"
         # proxies and CA bundle from the environment are read once, not on every request
@@ -123,17 +125,32 @@ class Tracker:
         try:
             response = self.session.get(self.opts.endpoint_url, params=params, timeout=self.opts.timeout)
         except requests.ConnectTimeout:
+            self._answer("timeout")
             raise RetryableError("the tracker did not take the connection in time") from None
         except requests.ReadTimeout:
+            self._answer("timeout")
             raise RetryableError(f"no answer within {self.opts.timeout:g} s", uncertain=True) from None
         except requests.ConnectionError as exc:
+            self._answer("connection_error")
             raise RetryableError(f"connection failed ({_cause(exc)})", uncertain=_sent(exc)) from None
+        self._answer(answer_label(response.status_code, self.opts.success))
         if response.status_code == self.opts.success:
             return
         detail = f"HTTP {response.status_code}: {response.text[:500]}"
         if response.status_code in RETRYABLE:
             raise RetryableError(detail, retry_after(response.headers.get("Retry-After")))
         raise PermanentError(detail)
+
+
+    def _answer(self, label: str) -> None:
+        if self.stats is not None:
+            self.stats.count(f"tracker_responses:{label}")
+
+
+def answer_label(status: int, success: int) -> str:
+    """A tracker's answer as a label value of bounded range: the code for the success status
+    and those loglines treats apart (retried), else its class (``4xx``)."""
+    return str(status) if status == success or status in RETRYABLE else f"{status // 100}xx"
 
 
 def redacted(url: str) -> str:
@@ -190,7 +207,7 @@ class Forwarder:
         self.plugin = load_tracker_plugin(cfg, program)
         assert self.plugin.get_openurl_params is not None  # checked by load_tracker_plugin
         self.get_openurl_params = self.plugin.get_openurl_params
-        self.tracker = Tracker(self.opts)
+        self.tracker = Tracker(self.opts, consumer.stats)
         self.keys = consumer.keys
         self.next_retry = time.monotonic() + self.opts.retry_failed_every
         self.unrecorded: set[str] = set()  # sent, but Redis did not take the record yet
@@ -353,7 +370,7 @@ class Forwarder:
             log.error("%s: %d event(s) parked in the failed-requests list", self.section, len(parked))
         tally["not_counted"] = len(others)
         return Outcome(pushes=pushes, dead=dead, count=len(delivery.items or ()), extra=park,
-                       tally=tally)
+                       tally=tally, out=tally["sent"])
 
     def parked_entry(self, event: Event, reason: str) -> bytes:
         return message.dumps_anyway({

@@ -403,6 +403,7 @@ class Watcher:
             count += n
             states[tail.key] = tail.identity().advanced(tail.fd, end)
         believed = {tail.key: tail.state for tail, _ in parts}
+        started = time.monotonic()
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 pipe.watch(self.offsets_key)
@@ -419,6 +420,8 @@ class Watcher:
         wait_replicas(self.client, self.rcfg)  # raises (the run loop waits) until replicated
         self.lines_pushed += count
         self.stats.add(count)
+        self.stats.count("items_out", count)  # a watcher's lines in are its lines out
+        self.stats.observe("batch_seconds", time.monotonic() - started)
         self._done(parts, states)
         return True
 

@@ -153,20 +153,23 @@ def make_processor(
                 continue
             records.append(record)
         pushes = []
+        out = 0  # records passed on, each copy counted
         if records:
             payloads, bad = message.pack(records, max_bytes)
             pushes = [(queue, payload) for queue in opts.pushto for payload in payloads]
+            out += (len(records) - len(bad)) * len(opts.pushto)
             dead += [message.dead_letter(reason=f"plugin {plugin.name} made a record that {why}",
                                          worker=worker, queue=source, item=_item_of(record))
                      for record, why in bad]
         if others and other_queue:
             payloads, bad = message.pack(others, max_bytes)
             pushes += [(other_queue, payload) for payload in payloads]
+            out += len(others) - len(bad)
             dead += [message.dead_letter(reason=f"an item for {other_queue} {why}", worker=worker,
                                          queue=source, item=_item_of(record)) for record, why in bad]
         if dead:
             log.warning("%s: %d item(s) dead-lettered by plugin %s", worker, len(dead), plugin.name)
-        return Outcome(pushes=pushes, dead=dead, count=len(items))
+        return Outcome(pushes=pushes, dead=dead, count=len(items), out=out)
 
     return process
 

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 from elasticsearch import ApiError, Elasticsearch
 from elasticsearch.helpers import scan
 
