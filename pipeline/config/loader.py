@@ -221,7 +221,7 @@ def _redis(sec: _Section, var_dir: Path) -> RedisConfig:
         raise sec.error(f"must be at most half of max_payload_bytes ({values['max_payload_bytes']}): "
                         "a message a worker pushes must always be one its consumers take",
                         "message_bytes", sec.items.get("message_bytes", str(values["message_bytes"])))
-    if values["min_replicas_timeout_ms"] / 1000 >= values["socket_timeout"]:
+    if values["min_replicas"] and values["min_replicas_timeout_ms"] / 1000 >= values["socket_timeout"]:
         raise sec.error(f"must be below socket_timeout ({values['socket_timeout']} s): WAIT blocks",
                         "min_replicas_timeout_ms", str(values["min_replicas_timeout_ms"]))
     if values["block_timeout"] >= values["socket_timeout"]:

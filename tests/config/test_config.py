@@ -111,6 +111,8 @@ def test_defaults_embedded_redis(tmp_path: Path) -> None:
         ("[redis]\nembedded = perhaps\n", "redis", "embedded", "perhaps", "boolean"),
         ("[redis]\nurl = redis://h/0\nsocket_timeout = 1\nblock_timeout = 2\n", "redis",
          "block_timeout", "2.0", "below socket_timeout"),
+        ("[redis]\nurl = redis://h/0\nsocket_timeout = 1\nblock_timeout = 0.5\nmin_replicas = 1\n"
+         "min_replicas_timeout_ms = 1000\n", "redis", "min_replicas_timeout_ms", "1000", "below socket_timeout"),
         ("[supervisor]\nport = 99999\n", "supervisor", "port", "99999", "<= 65535"),
         ("[process_x]\ntype = watcher\n", "process_x", "type", "watcher", "plain program"),
         ("[worker_x]\ntype = parser\nlistento = a\npushto = b\nplugin = p\naccept = kind\n",

@@ -6,6 +6,7 @@ lines counter."""
 from __future__ import annotations
 
 import json
+from typing import Any
 import shutil
 import subprocess
 import sys
@@ -68,12 +69,19 @@ def test_prometheus_scrapes_the_demo_pipeline(tmp_path: Path) -> None:
         wait_for(lambda: scraped(counter) == total, timeout=60, what=f"{total} lines in Prometheus")
         wait_for(lambda: scraped('loglines_queue_length{queue="probe"}') == 7, timeout=30, what="the probe queue")
         assert scraped('loglines_queue_length{queue="access"}') == 0
-        assert scraped('loglines_worker_items_out_total{worker="worker_parse"}') == total
-        status = json.loads(loglines(cfg, "status", "--json").stdout)
-        assert status["workers"]["logger_access"]["items_total"] == total
-        downloads = status["workers"]["logger_downloads"]["items_total"]
+        # the parser's counter moves when its acknowledgement lands, a moment after the queue empties
+        wait_for(lambda: scraped('loglines_worker_items_out_total{worker="worker_parse"}') == total,
+                 timeout=30, what=f"the parser's {total} lines out in Prometheus")
+
+        def status() -> dict[str, Any]:
+            return json.loads(loglines(cfg, "status", "--json").stdout)  # type: ignore[no-any-return]
+
+        assert status()["workers"]["logger_access"]["items_total"] == total
+        wait_for(lambda: scraped('loglines_worker_items_in_total{worker="logger_downloads"}')
+                 == status()["workers"]["logger_downloads"]["items_total"], timeout=30,
+                 what="Prometheus and status agreeing on the downloads logger")
+        downloads = status()["workers"]["logger_downloads"]["items_total"]
         assert 0 < downloads < total
-        assert scraped('loglines_worker_items_in_total{worker="logger_downloads"}') == downloads
         assert scraped('loglines_process_state{program="worker_parse", state="RUNNING"}') == 1
         assert scraped("up") == 1 and scraped("loglines_supervisord_up") == 1
         assert scraped('sum(loglines_worker_batch_duration_seconds_count{worker="worker_parse"})') >= 1  # type: ignore[operator]
