@@ -25,9 +25,8 @@ def run_once(client, log: Path, plugin_name: str) -> float:  # type: ignore[no-u
     done = 0
     started = time.perf_counter()
     while (delivery := consumer.take()) is not None:
-        assert delivery.items is not None
-        consumer.ack(delivery, process(delivery.items, "raw"))
-        done += len(delivery.items)
+        consumer.ack(delivery, process(delivery.elements, "raw"))
+        done += delivery.count
     elapsed = time.perf_counter() - started
     assert done == count and client.llen("{loglines}:dlq") == 0
     return count / elapsed

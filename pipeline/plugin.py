@@ -6,9 +6,18 @@ A plugin is a Python module with either or both of
   (``{"service": ..., "logline": ...}`` plus its id fields); returns the fields it extracted;
 * ``parse(item) -> dict | None`` — the faster form: receives the item as a dict.
 
+* ``parse_batch(lines) -> list`` — the fastest form, for the lines of a run (consecutive
+  plain lines of one file, as the watcher ships them): it returns one entry per line, a record,
+  None ("not for me") or an exception instance (that line is dead-lettered with it). The worker
+  adds each record's carried fields (``service``, ``src``, ``off``, ``logline``) itself. Should
+  it raise, the run is done again line by line with ``parse`` (so one bad line costs the run's
+  speed, never the other lines); items that are not lines of a run always go to ``parse``.
+
 and optionally ``get_openurl_params(c, worker_section, pl) -> dict`` (the tracker's hook) and
-``make_parser(options) -> parse`` with ``OPTIONS = {name: description}`` for plugins that take
-``opt_<name>`` keys from their worker's section. An empty result means "not for me".
+``make_parser(options) -> parse`` (and ``make_batch_parser(options) -> parse_batch``) with
+``OPTIONS = {name: description}`` for plugins that take ``opt_<name>`` keys from their worker's
+section. An empty result means "not for me". A plugin with only the batch form gets ``parse``
+made from it (the item's ``logline`` as a run of one).
 
 A plugin may declare the fields of its records, ``FIELDS = {"kind": {"download", "item"},
 "time": None, ...}``: each field with the values it takes (``None``: any value), and the key
@@ -38,6 +47,8 @@ import orjson
 from pipeline.errors import PluginError
 
 ParseFn = Callable[[dict[str, Any]], Mapping[str, Any] | None]
+#: the lines of a run -> per line: a record, None (not wanted) or the exception it raised
+BatchFn = Callable[[list[str]], Sequence[Mapping[str, Any] | BaseException | None]]
 #: field -> the values it takes (None: any); the key "*" says records carry other fields too
 Fields = Mapping[str, frozenset[str] | None]
 
@@ -46,6 +57,8 @@ _SIGNATURES = {
     "parse": ("item",),
     "get_openurl_params": ("c", "worker_section", "pl"),
     "make_parser": ("options",),
+    "parse_batch": ("lines",),
+    "make_batch_parser": ("options",),
 }
 
 
@@ -56,6 +69,7 @@ class Plugin:
     parse: ParseFn
     get_openurl_params: Callable[..., Mapping[str, Any] | None] | None
     fields: Fields | None = None  # what the plugin declares its records hold (FIELDS)
+    parse_batch: BatchFn | None = None  # the batch form, for runs of lines
 
 
 def load(spec: str, plugin_dirs: Sequence[Path] = (), options: Mapping[str, str] | None = None) -> Plugin:
@@ -69,13 +83,9 @@ def load(spec: str, plugin_dirs: Sequence[Path] = (), options: Mapping[str, str]
         if key not in declared:
             allowed = ", ".join(f"opt_{k}" for k in declared) or "none"
             raise PluginError(f"plugin {spec!r} takes no option 'opt_{key}' (it takes: {allowed})")
+    batch = _made(spec, module, "make_batch_parser", options) or getattr(module, "parse_batch", None)
     if hasattr(module, "make_parser"):
-        try:
-            parse = module.make_parser(options)
-        except (ValueError, TypeError) as exc:
-            raise PluginError(f"plugin {spec!r}: bad option: {exc}") from None
-        if not callable(parse):
-            raise PluginError(f"plugin {spec!r}: make_parser(options) must return a function")
+        parse = _made(spec, module, "make_parser", options)
     elif hasattr(module, "parse"):
         parse = module.parse
     elif hasattr(module, "parseline"):
@@ -84,15 +94,42 @@ def load(spec: str, plugin_dirs: Sequence[Path] = (), options: Mapping[str, str]
         def parse(item: dict[str, Any]) -> Mapping[str, Any] | None:
             record: Mapping[str, Any] | None = parseline(orjson.dumps(item).decode("utf-8"))
             return record
+    elif batch is not None:
+        parse = _one_of(batch)
     elif hasattr(module, "get_openurl_params"):
         parse = _passthrough
     else:
         raise PluginError(
             f"plugin {spec!r} ({getattr(module, '__file__', '?')}) defines none of "
-            "parseline(jmsg), parse(item), make_parser(options)"
+            "parseline(jmsg), parse(item), parse_batch(lines), make_parser(options)"
         )
     return Plugin(spec, module, parse, getattr(module, "get_openurl_params", None),
-                  _fields(spec, getattr(module, "FIELDS", None)))
+                  _fields(spec, getattr(module, "FIELDS", None)), batch)
+
+
+def _made(spec: str, module: ModuleType, factory: str, options: Mapping[str, str]) -> Any:
+    """What ``make_parser`` or ``make_batch_parser`` makes of the options (None: no such)."""
+    if not hasattr(module, factory):
+        return None
+    try:
+        made = getattr(module, factory)(options)
+    except (ValueError, TypeError) as exc:
+        raise PluginError(f"plugin {spec!r}: bad option: {exc}") from None
+    if not callable(made):
+        raise PluginError(f"plugin {spec!r}: {factory}(options) must return a function")
+    return made
+
+
+def _one_of(batch: BatchFn) -> ParseFn:
+    """``parse(item)`` made of a batch-only plugin: the item's line as a run of one."""
+
+    def parse(item: dict[str, Any]) -> Mapping[str, Any] | None:
+        result = batch([item["logline"]])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    return parse
 
 
 def _fields(spec: str, declared: object) -> Fields | None:

@@ -10,7 +10,9 @@ valid UTF-8.
 The watcher writes consecutive lines of one file compactly, as a *run*: an object with exactly
 the keys ``service``, ``src``, ``off`` and ``loglines`` (a list of lines) stands for one item per
 line, the first at ``off`` and each next one at the previous offset plus the line's length in
-UTF-8 plus one (the newline). :func:`decode` expands runs, so every consumer sees items.
+UTF-8 plus one (the newline). :func:`decode` expands runs, so a consumer that wants items sees
+items; :func:`decode_elements` keeps them as :class:`Run` objects (checked, not expanded), so the
+parser can hand a plugin a whole run at once and never build a dict per line it does not need.
 """
 
 from __future__ import annotations
@@ -72,10 +74,41 @@ MAX_DEPTH = 200
 MAX_ITEMS = 100_000
 
 
+class Run:
+    """A run of lines as it travelled: the lines of one file, the first at ``off``. Consumers
+    that can work on lines (a parser whose plugin has ``parse_batch``) take it as it is; the
+    others get it expanded into items (:func:`expand`)."""
+
+    __slots__ = ("service", "src", "off", "lines")
+
+    def __init__(self, service: Any, src: Any, off: int, lines: list[str]) -> None:
+        self.service, self.src, self.off, self.lines = service, src, off, lines
+
+    def offsets(self) -> list[int]:
+        """The offset of every line (one more: the offset just past the last)."""
+        lines = self.lines
+        sizes = map(len, lines) if all(map(str.isascii, lines)) else [len(line.encode()) for line in lines]
+        return list(accumulate(map(add, sizes, repeat(1)), initial=self.off))
+
+    def items(self) -> list[Item]:
+        service, src = self.service, self.src
+        return [{"service": service, "src": src, "off": o, "logline": line}
+                for o, line in zip(self.offsets(), self.lines, strict=False)]
+
+
+Element = Item | Run
+
+
 def decode(raw: bytes, max_bytes: int, max_items: int = MAX_ITEMS) -> list[Item]:
     """The items of a message; :class:`PayloadError` says why when it is not one (not JSON, not
     objects, over ``max_bytes``, more than ``max_items`` items, nested deeper than
     :data:`MAX_DEPTH`)."""
+    return expand(decode_elements(raw, max_bytes, max_items))
+
+
+def decode_elements(raw: bytes, max_bytes: int, max_items: int = MAX_ITEMS) -> list[Element]:
+    """The message's items, its runs of lines left as :class:`Run` (checked, not expanded);
+    :class:`PayloadError` as for :func:`decode`."""
     if len(raw) > max_bytes:
         raise PayloadError(f"message of {len(raw)} bytes exceeds the cap of {max_bytes} bytes")
     try:
@@ -86,21 +119,41 @@ def decode(raw: bytes, max_bytes: int, max_items: int = MAX_ITEMS) -> list[Item]
         value = [value]
     elif not isinstance(value, list):
         raise PayloadError(f"a JSON {type(value).__name__}, not an object or an array of objects")
-    items: list[Item] = []
+    elements: list[Element] = []
+    count = 0
     for index, element in enumerate(value):
         if type(element) is not dict:
             raise PayloadError(f"item {index} is a {type(element).__name__}, not an object")
         if "loglines" in element and element.keys() == RUN_KEYS:
-            if type(element["loglines"]) is list and len(items) + len(element["loglines"]) > max_items:
-                raise PayloadError(f"more than {max_items} items in one message")
-            items += _expand(element, index)
+            run = _run(element, index)
+            count += len(run.lines)
+            elements.append(run)
         else:
             if too_deep(element):
                 raise PayloadError(f"item {index} nests deeper than {MAX_DEPTH} levels")
-            items.append(element)
-        if len(items) > max_items:
+            count += 1
+            elements.append(element)
+        if count > max_items:
             raise PayloadError(f"more than {max_items} items in one message")
+    return elements
+
+
+def expand(elements: list[Element]) -> list[Item]:
+    """Items only: every run as one item per line."""
+    if all(type(e) is dict for e in elements):
+        return elements  # type: ignore[return-value]  # no run among them
+    items: list[Item] = []
+    for element in elements:
+        if type(element) is Run:
+            items += element.items()
+        else:
+            items.append(element)  # type: ignore[arg-type]
     return items
+
+
+def size(elements: list[Element]) -> int:
+    """How many items the elements stand for."""
+    return sum(len(e.lines) if type(e) is Run else 1 for e in elements)
 
 
 def count_items(raw: bytes) -> int:
@@ -131,14 +184,11 @@ def too_deep(value: dict[str, Any]) -> bool:
 RUN_KEYS = frozenset(("service", "src", "off", "loglines"))
 
 
-def _expand(run: Item, index: int) -> list[Item]:
-    service, src, offset, lines = run["service"], run["src"], run["off"], run["loglines"]
+def _run(run: Item, index: int) -> Run:
+    offset, lines = run["off"], run["loglines"]
     if not (type(offset) is int and offset >= 0 and type(lines) is list and all(map(_is_str, lines))):
         raise PayloadError(f"item {index}: a run of lines needs an offset >= 0 and a list of strings")
-    sizes = map(len, lines) if all(map(str.isascii, lines)) else [len(line.encode()) for line in lines]
-    offsets = accumulate(map(add, sizes, repeat(1)), initial=offset)  # one more than lines
-    return [{"service": service, "src": src, "off": o, "logline": line}
-            for o, line in zip(offsets, lines, strict=False)]
+    return Run(run["service"], run["src"], offset, lines)
 
 
 def _is_str(value: object) -> bool:

@@ -39,13 +39,23 @@ class Delivery:
     """What a consumer took: one message, or several gathered into one bulk of work."""
 
     raws: list[bytes]  # the messages, in the order they sit in the in-flight list
-    items: list[message.Item]  # the items of every decodable message
+    #: what every decodable message holds: items, and runs of lines as they travelled
+    elements: list[message.Element] = field(default_factory=list)
     bad: list[tuple[bytes, str]] = field(default_factory=list)  # (message, why it is undecodable)
     recovered: int = 0  # times the first message was recovered from a dead consumer
+    count: int = 0  # the items the elements stand for
+    _items: list[message.Item] | None = field(default=None, repr=False)
 
     @property
     def raw(self) -> bytes:
         return self.raws[0]
+
+    @property
+    def items(self) -> list[message.Item]:
+        """Every item, runs expanded (once, when first asked for)."""
+        if self._items is None:
+            self._items = message.expand(self.elements)
+        return self._items
 
 
 @dataclass
@@ -126,7 +136,7 @@ class Consumer:
             return None
         delivery = self._delivery([raw], 0)
         deadline = time.monotonic() + linger
-        while gather_items and len(delivery.items) < gather_items:
+        while gather_items and delivery.count < gather_items:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -170,7 +180,7 @@ class Consumer:
         return self._delivery(raws, max(counts))
 
     def _delivery(self, raws: list[bytes], recovered: int) -> Delivery:
-        delivery = Delivery([], [], [], recovered)
+        delivery = Delivery([], recovered=recovered)
         for raw in raws:
             self._add(delivery, raw)
         return delivery
@@ -178,7 +188,10 @@ class Consumer:
     def _add(self, delivery: Delivery, raw: bytes) -> None:
         delivery.raws.append(raw)
         try:
-            delivery.items.extend(message.decode(raw, self.cfg.max_payload_bytes))
+            elements = message.decode_elements(raw, self.cfg.max_payload_bytes)
+            delivery.elements += elements
+            delivery.count += message.size(elements)
+            delivery._items = None
         except PayloadError as exc:
             delivery.bad.append((raw, str(exc)))
 

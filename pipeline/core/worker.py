@@ -115,7 +115,7 @@ def run_consumer(
                     taken = time.monotonic()
                     failpoint.hit("taken")
                     outcome = Outcome()
-                    if delivery.items:
+                    if delivery.count:
                         try:
                             outcome = handler(delivery)
                         except HandBack:

@@ -41,7 +41,7 @@ from pipeline.core.lifecycle import Flags, sleep_unless, turned
 from pipeline.core.logsetup import safe
 from pipeline.core.queue import Consumer, Delivery, Outcome
 from pipeline.core.retry import Backoff, HandBack, Outage
-from pipeline.core.worker import Handler, Heartbeat, consumer_id, run_consumer
+from pipeline.core.worker import Handler, Heartbeat, consumer_id, run_consumer, undecodable
 from pipeline.errors import ConfigError
 from pipeline.registry import Component, Section
 from pipeline.sinks.spool import Spool
@@ -159,8 +159,12 @@ class TargetDelivery:
         self.spool.close()
 
     def deliver(self, delivery: Delivery) -> None:
-        dead: list[bytes] = []
-        for raw, item in zip(delivery.raws, delivery.items, strict=False):
+        dead = undecodable(self.consumer, delivery)
+        bad = {raw for raw, _ in delivery.bad}
+        for raw in delivery.raws:
+            if raw in bad:
+                continue
+            item = orjson.loads(raw)  # decodable: it was decoded once already
             batch_id = str(item.get("batch_id", "")) if isinstance(item, dict) else ""
             if not batch_id:
                 dead.append(message.dead_letter(reason="not a forwarder batch", worker=self.consumer.id,
@@ -170,7 +174,7 @@ class TargetDelivery:
             if isinstance(refused, str):
                 dead.append(message.dead_letter(reason=f"{self.target.name} refused the batch: {refused}",
                                                 worker=self.consumer.id, queue=self.queue, raw=raw))
-        self.consumer.ack(delivery, Outcome(dead=dead, count=len(delivery.items)))
+        self.consumer.ack(delivery, Outcome(dead=dead, count=delivery.count))
 
     def send(self, batch_id: str, payload: bytes, from_spool: bool = False) -> bool | str:
         """POST one batch until the target takes it: True; the answer when it refuses it for

@@ -27,8 +27,8 @@ def run(cfg: Config, program: ProgramConfig[BrokerOptions], flags: Flags) -> int
             bad = {raw for raw, _ in delivery.bad}  # dead-lettered by the run loop, not copied
             good = [raw for raw in delivery.raws if raw not in bad]
             pushes = [(queue, raw) for raw in good for queue in opts.fanout]
-            return Outcome(pushes=pushes, count=len(delivery.items),
-                           out=len(delivery.items) * len(opts.fanout))
+            return Outcome(pushes=pushes, count=delivery.count,
+                           out=delivery.count * len(opts.fanout))
 
         return handle
 

@@ -119,39 +119,104 @@ def _item_of(record: dict[str, Any]) -> dict[str, Any]:
 
 def make_processor(
     plugin: Plugin, opts: ParserOptions, worker: str, max_bytes: int = 1 << 20
-) -> Callable[[list[message.Item], str], Outcome]:
-    parse, rules, other_queue = plugin.parse, accept_rules(opts), opts.other_queue
+) -> Callable[[list[message.Element], str], Outcome]:
+    """What the worker does with a delivery's elements: runs of lines through the plugin's
+    ``parse_batch`` when it has one (no item made per line), everything else item by item."""
+    parse, batch, rules, other_queue = plugin.parse, plugin.parse_batch, accept_rules(opts), opts.other_queue
     timeout = opts.plugin_timeout_s
+    refused_batch: list[str] = []  # why parse_batch last raised (logged once per process)
 
-    def process(items: list[message.Item], source: str) -> Outcome:
+    def one(item: message.Item, source: str, records: list[dict[str, Any]], others: list[Any],
+            dead: list[bytes]) -> None:
+        try:
+            if timeout:
+                with time_limit(timeout):
+                    record = parse(item)
+            else:
+                record = parse(item)
+        except Exception as exc:
+            dead.append(message.dead_letter(
+                reason=f"plugin {plugin.name} raised {type(exc).__name__}: {exc}",
+                worker=worker, queue=source, item=item,
+                detail=traceback.format_exc(limit=4)))
+            return
+        if not record:
+            others.append(item)
+            return
+        if type(record) is not dict:
+            record = dict(record)
+        for key in CARRIED:
+            if key not in record and key in item:
+                record[key] = item[key]
+        if rules and not all(str(record.get(f)) in allowed for f, allowed in rules):
+            others.append(record)
+            return
+        records.append(record)
+
+    def run_of(run: message.Run, source: str, records: list[dict[str, Any]], others: list[Any],
+               dead: list[bytes]) -> None:
+        assert batch is not None
+        lines = run.lines
+        try:
+            if timeout:
+                with time_limit(timeout):
+                    results = batch(lines)
+            else:
+                results = batch(lines)
+            if len(results) != len(lines):
+                raise ValueError(f"parse_batch gave {len(results)} results for {len(lines)} lines")
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            if why not in refused_batch:
+                refused_batch[:] = [why]
+                log.warning("%s: plugin %s's parse_batch raised %s; that run done line by line",
+                            worker, plugin.name, why)
+            for item in run.items():
+                one(item, source, records, others, dead)
+            return
+        service, src = run.service, run.src
+        add = records.append
+        for off, line, record in zip(run.offsets(), lines, results, strict=False):
+            if type(record) is not dict or not record:
+                item = {"service": service, "src": src, "off": off, "logline": line}
+                if isinstance(record, BaseException):
+                    dead.append(message.dead_letter(
+                        reason=f"plugin {plugin.name} raised {type(record).__name__}: {record}",
+                        worker=worker, queue=source, item=item))
+                    continue
+                if not record:
+                    others.append(item)
+                    continue
+                record = dict(record)  # a mapping of another kind
+            if "service" not in record:
+                record["service"] = service
+            if "src" not in record:
+                record["src"] = src
+            if "off" not in record:
+                record["off"] = off
+            if "logline" not in record:
+                record["logline"] = line
+            if not rules or all(str(record.get(f)) in allowed for f, allowed in rules):
+                add(record)
+            else:
+                others.append(record)
+
+    def process(elements: list[message.Element], source: str) -> Outcome:
         records: list[dict[str, Any]] = []
         others: list[Any] = []
         dead: list[bytes] = []
-        for item in items:
-            try:
-                if timeout:
-                    with time_limit(timeout):
-                        record = parse(item)
+        count = 0
+        for element in elements:
+            if type(element) is message.Run:
+                count += len(element.lines)
+                if batch is not None:
+                    run_of(element, source, records, others, dead)
                 else:
-                    record = parse(item)
-            except Exception as exc:
-                dead.append(message.dead_letter(
-                    reason=f"plugin {plugin.name} raised {type(exc).__name__}: {exc}",
-                    worker=worker, queue=source, item=item,
-                    detail=traceback.format_exc(limit=4)))
-                continue
-            if not record:
-                others.append(item)
-                continue
-            if type(record) is not dict:
-                record = dict(record)
-            for key in CARRIED:
-                if key not in record and key in item:
-                    record[key] = item[key]
-            if rules and not all(str(record.get(f)) in allowed for f, allowed in rules):
-                others.append(record)
-                continue
-            records.append(record)
+                    for item in element.items():
+                        one(item, source, records, others, dead)
+            else:
+                count += 1
+                one(element, source, records, others, dead)  # type: ignore[arg-type]
         pushes = []
         out = 0  # records passed on, each copy counted
         if records:
@@ -169,7 +234,7 @@ def make_processor(
                                          queue=source, item=_item_of(record)) for record, why in bad]
         if dead:
             log.warning("%s: %d item(s) dead-lettered by plugin %s", worker, len(dead), plugin.name)
-        return Outcome(pushes=pushes, dead=dead, count=len(items), out=out)
+        return Outcome(pushes=pushes, dead=dead, count=count, out=out)
 
     return process
 
@@ -182,8 +247,7 @@ def run(cfg: Config, program: ProgramConfig[ParserOptions], flags: Flags) -> int
         process = make_processor(plugin, opts, consumer.id, consumer.cfg.message_bytes)
 
         def handle(delivery: Delivery) -> Outcome:
-            assert delivery.items is not None
-            return process(delivery.items, opts.listento)
+            return process(delivery.elements, opts.listento)
 
         return handle
 

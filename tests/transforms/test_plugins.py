@@ -9,7 +9,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench import genlog
 from pipeline import plugin as plugin_mod
+from pipeline.core import message
 from pipeline.errors import PluginError
 from pipeline.plugins import accesslog
 from pipeline.transforms.parser import ParserOptions, make_processor
@@ -421,3 +423,97 @@ def test_check_says_what_accept_cannot_match(tmp_path: Path, capsys) -> None:  #
     err = capsys.readouterr().err
     assert "section [worker_parse], key 'accept', value 'kind=downloads': plugin accesslog never " \
            "gives kind the value 'downloads'" in err
+
+
+BATCH_PLUGIN = (
+    "def parse_batch(lines):\n"
+    "    if 'raise' in lines:\n"
+    "        raise RuntimeError('this batch is beyond me')\n"
+    "    if 'short' in lines:\n"
+    "        return [None]\n"
+    "    out = []\n"
+    "    for line in lines:\n"
+    "        if line == 'boom':\n"
+    "            out.append(ValueError('cannot parse this'))\n"
+    "        elif line == 'skip':\n"
+    "            out.append(None)\n"
+    "        else:\n"
+    "            out.append({'word': line, 'kind': 'download' if line.startswith('d') else 'view'})\n"
+    "    return out\n"
+)
+
+
+def _both_ways(tmp_path: Path, words: list[str]) -> tuple[object, object]:
+    """One run of lines through parse_batch, and the same lines as items through parse."""
+    (tmp_path / "batchy.py").write_text(BATCH_PLUGIN)
+    loaded = plugin_mod.load("batchy", [tmp_path])
+    assert loaded.parse_batch is not None
+    process = make_processor(loaded, _parser_opts(other_queue="rest", accept=("kind=download",)), "w")
+    run = message.Run("s", "f", 100, words)
+    by_run = process([run], "in")
+    by_item = process(list(run.items()), "in")
+    return by_run, by_item
+
+
+def _summary(outcome) -> tuple[dict, list, int]:  # type: ignore[no-untyped-def]
+    pushes = {q: orjson.loads(p) for q, p in outcome.pushes}
+    dead = [(d["item"], d["reason"].split(":")[0]) for d in map(orjson.loads, outcome.dead)]
+    return pushes, dead, outcome.count
+
+
+def test_a_run_through_parse_batch_gives_what_the_same_lines_give_one_by_one(tmp_path: Path) -> None:
+    by_run, by_item = _both_ways(tmp_path, ["dl", "boom", "skip", "view", "dé"])
+    pushes, dead, count = _summary(by_run)
+    assert count == 5 and (pushes, dead, count) == _summary(by_item)
+    assert pushes["a"] == [  # offsets in UTF-8 bytes: "dl\n" "boom\n" "skip\n" "view\n"
+        {"word": "dl", "kind": "download", "service": "s", "src": "f", "off": 100, "logline": "dl"},
+        {"word": "dé", "kind": "download", "service": "s", "src": "f", "off": 118, "logline": "dé"},
+    ] == pushes["b"]
+    assert [r.get("word", r.get("logline")) for r in pushes["rest"]] == ["skip", "view"]
+    assert pushes["rest"][0] == {"service": "s", "src": "f", "off": 108, "logline": "skip"}
+    assert dead == [({"service": "s", "src": "f", "off": 103, "logline": "boom"}, "plugin batchy raised ValueError")]
+
+
+@pytest.mark.parametrize("poison", ["raise", "short"])
+def test_a_batch_that_raises_or_miscounts_is_done_again_line_by_line(tmp_path: Path, poison: str) -> None:
+    """parse_batch raising, or giving the wrong number of results: each line then goes through
+    parse (made of parse_batch as a run of one), so only the line that is bad is set aside."""
+    by_run, by_item = _both_ways(tmp_path, ["dl", poison, "dx"])
+    pushes, dead, count = _summary(by_run)
+    assert (pushes, dead, count) == _summary(by_item) and count == 3
+    assert [r["word"] for r in pushes["a"]] == ["dl", "dx"]
+    if poison == "raise":  # alone, it raises again: dead-lettered
+        assert [(item["logline"], why) for item, why in dead] == [("raise", "plugin batchy raised RuntimeError")]
+    else:  # alone, it is "not for me"
+        assert dead == [] and [r["logline"] for r in pushes["rest"]] == ["short"]
+
+
+def test_a_hanging_batch_is_cut_off_and_its_lines_each_get_the_limit(tmp_path: Path) -> None:
+    (tmp_path / "slowbatch.py").write_text(
+        "import time\n"
+        "def parse_batch(lines):\n"
+        "    if 'hang' in lines:\n"
+        "        time.sleep(60)\n"
+        "    return [{'ok': True} for _ in lines]\n"
+    )
+    process = make_processor(plugin_mod.load("slowbatch", [tmp_path]),
+                             _parser_opts(pushto=("a",), plugin_timeout_s=0.2), "w")
+    started = time.monotonic()
+    outcome = process([message.Run("s", "f", 0, ["fine", "hang", "fine too"])], "in")
+    assert time.monotonic() - started < 5
+    assert len(outcome.dead) == 1 and "longer than 0.2s" in orjson.loads(outcome.dead[0])["reason"]
+    assert [r["logline"] for r in orjson.loads(outcome.pushes[0][1])] == ["fine", "fine too"]
+
+
+def test_builtin_batch_parsers_agree_with_their_line_parsers() -> None:
+    """accesslog's parse_batch over a real log (with lines it cannot read among them) gives
+    exactly the records and dead letters of its parse, line by line (kontext too)."""
+    for name, log in (("accesslog", list(genlog.lines(3000, seed=7))),
+                      ("kontext", list(genlog.kontext_lines(3000, seed=7)))):
+        lines = log + ["not a line of it", ADVERSARIAL[0][:500],
+                       '1.1.1.1 - - [01/Feb/2025:00:00:01 +0000] "GET / HTTP/1.1" 200 99999999999999999999 "-" "x"']
+        loaded = plugin_mod.load(name, options={"timezone": "Europe/Prague"} if name == "kontext" else None)
+        assert loaded.parse_batch is not None, name
+        process = make_processor(loaded, _parser_opts(other_queue="rest"), "w")
+        run = message.Run("s", "f", 0, lines)
+        assert _summary(process([run], "in")) == _summary(process(run.items(), "in"))
