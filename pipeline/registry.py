@@ -30,6 +30,7 @@ BUILTIN = (
     "pipeline.sinks.esindexer",
     "pipeline.ops.schedule",
     "pipeline.sources.http",
+    "pipeline.query.api",
 )
 
 
