@@ -231,7 +231,8 @@ class Api:
         await answer_json(send, 200, result)
 
     async def _analytics(self, what: str, request: Request, params: dict[str, list[str]], send: Send) -> None:
-        own = {"count": ("interval", "by", "n", "tz"), "top": ("field", "n"), "unique": ("field", "interval", "tz")}
+        own = {"count": ("interval", "by", "n", "tz"), "top": ("field", "n"),
+               "unique": ("field", "interval", "tz", "precision_threshold")}
         sel = await self._selection(params, (*own[what], "format"))
         fmt = negotiate((params.get("format") or [""])[-1], request.headers.get("accept", ""), ("json", "csv", "tsv"))
         if fmt not in ("json", "csv", "tsv"):
@@ -246,8 +247,9 @@ class Api:
         elif what == "top":
             result = await self.call(analytics.top, self.src, sel, one("field"), _int(params, "n", 10, 1, 1000))
         else:
-            result = await self.call(analytics.unique, self.src, sel, one("field"), self.opts.precision_threshold,
-                                     one("interval"), one("tz", "UTC"))
+            precision = _int(params, "precision_threshold", self.opts.precision_threshold, 1, 40_000)
+            result = await self.call(analytics.unique, self.src, sel, one("field"), precision, one("interval"),
+                                     one("tz", "UTC"))
         if fmt == "json":
             await answer_json(send, 200, result)
         else:

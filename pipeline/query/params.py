@@ -28,6 +28,9 @@ _UNITS = {"m": 60, "h": 3600, "d": 86400}
 _RANGE = re.compile(r"^([0-9][0-9:.TZ+-]*)?\.\.([0-9][0-9:.TZ+-]*)?$")  # 400..499, 1000.., ..2026-02
 #: parameters every selection takes; an endpoint adds its own (size, format, ...)
 SELECTION = frozenset({"range", "from", "to", "q", "counted"})
+#: what ``q`` may use: words, phrases, and/or/not, prefixes; no fuzzy or proximity queries,
+#: which can cost the cluster far more than they look
+TEXT_FLAGS = "AND|OR|NOT|PHRASE|PRECEDENCE|ESCAPE|WHITESPACE|PREFIX"
 #: what COUNTER counts at all (before double clicks): §7.1 statuses, downloads and item pages,
 #: no robot (the keys of pipeline/plugins/_counter.py)
 COUNTED: tuple[dict[str, Any], ...] = ({"terms": {"status": [200, 304]}}, {"terms": {"kind": ["download", "item"]}},
@@ -61,7 +64,8 @@ class Selection:
             bounds = {k: v for k, v in (("gte", low), ("lte", high)) if v}
             clauses.append({"range": {name: bounds}})
         if self.text:
-            clauses.append({"simple_query_string": {"query": self.text, "default_operator": "and"}})
+            clauses.append({"simple_query_string": {"query": self.text, "default_operator": "and",
+                                                    "flags": TEXT_FLAGS}})
         if self.counted:
             clauses.extend(COUNTED)
         if self.ids:

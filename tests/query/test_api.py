@@ -103,6 +103,7 @@ def test_bad_parameters_are_a_json_400_naming_the_parameter(api: Deployment, par
     ("/v1/analytics/count", {"by": "user_agent.text"}, "by"), ("/v1/analytics/count", {"tz": "Mars/Olympus"}, "tz"),
     ("/v1/analytics/top", {}, "field"), ("/v1/analytics/top", {"field": "kind", "n": "5000"}, "n"),
     ("/v1/analytics/unique", {"field": "nothing"}, "field"),
+    ("/v1/analytics/unique", {"field": "session", "precision_threshold": "50000"}, "precision_threshold"),
 ])
 def test_bad_analytics_parameters_too(api: Deployment, path: str, params: dict[str, str], parameter: str) -> None:
     answer = api.get(path, **{**RANGE, **params})
@@ -185,6 +186,8 @@ def test_analytics_count_top_unique(api: Deployment) -> None:
     assert counted["rows"] == [[sum(1 for n in range(EXPORTED) if n % 3 < 2 and n % 10)]]
     unique = api.get("/v1/analytics/unique", service="exp", field="session", **RANGE).json()
     assert unique["approximate"] is True and unique["precision_threshold"] == 3000 and unique["rows"] == [[1000]]
+    coarse = api.get("/v1/analytics/unique", service="exp", field="session", precision_threshold="100", **RANGE).json()
+    assert coarse["precision_threshold"] == 100 and 900 < coarse["rows"][0][0] < 1100
     as_csv = api.get("/v1/analytics/top", service="exp", field="kind", format="csv", **RANGE)
     assert as_csv.text.splitlines() == ["kind,count", "download,66667", "item,66667", "other,66666"]
 
