@@ -105,7 +105,7 @@ class Row:
     values: dict[str, str]  # column -> value, before Metric_Type
     item: Item | None
     metric: str
-    counts: dict[str, int]  # month -> count
+    counts: list[int]  # one per month of the period, in order (Report.months)
 
 
 @dataclass
@@ -116,6 +116,7 @@ class Report:
     columns: list[str]
     rows: list[Row] = field(default_factory=list)
     exceptions: list[ReportException] = field(default_factory=list)
+    months: list[str] = field(default_factory=list)  # yyyy-mm, the period's
 
     def filters(self) -> list[tuple[str, tuple[str, ...]]]:
         """The Report_Filters applied (besides the dates and Metric_Type), in order."""
@@ -170,7 +171,7 @@ def build(request: Request, settings: CounterSettings, usage: Usage) -> Report:
         columns = ["Platform", "Data_Type", *(["Access_Method"] if "Access_Method" in shown else [])]
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     report = Report(request, settings, created, columns + ["Metric_Type", "Reporting_Period_Total", *usage.months],
-                    exceptions=list(request.exceptions))
+                    exceptions=list(request.exceptions), months=list(usage.months))
     common = {"Platform": settings.platform, "Data_Type": settings.data_type, "Access_Method": "Regular",
               "Access_Type": settings.access_type, "Publisher": settings.publisher}
     if included:
@@ -196,6 +197,6 @@ def _rows(report: Report, values: dict[str, str], item: Item | None, months: dic
           metrics: list[str], period: list[str]) -> None:
     for metric in metrics:
         index = METRICS.index(metric)
-        counts = {m: months.get(m, _NONE)[index] for m in period}
-        if any(counts.values()):  # a row whose total is zero is left out
+        counts = [months.get(m, _NONE)[index] for m in period]
+        if any(counts):  # a row whose total is zero is left out
             report.rows.append(Row(values, item, metric, counts))

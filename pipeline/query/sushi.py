@@ -176,7 +176,7 @@ def to_json(report: Report) -> dict[str, Any]:
         header["Exceptions"] = [e.json() for e in report.exceptions]
     grouped: dict[Any, dict[str, dict[str, int]]] = {}  # item (or None) -> metric -> month -> count
     for row in report.rows:
-        grouped.setdefault(row.item, {})[row.metric] = {m: n for m, n in row.counts.items() if n}
+        grouped.setdefault(row.item, {})[row.metric] = {m: n for m, n in zip(report.months, row.counts, strict=True) if n}
     attributes: dict[str, Any] = {}
     if definition.id != "IR_A1":
         attributes["Data_Type"] = settings.data_type

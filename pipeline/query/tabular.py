@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import timedelta
 
 from pipeline.query.reports import Report
@@ -53,27 +54,31 @@ _FLAT = str.maketrans({"\t": " ", "\r": " ", "\n": " "})
 
 def rows(report: Report) -> list[list[str]]:
     """Every row of the file, as cells (no tab or line break in any: they become spaces)."""
+    return list(_rows(report))
+
+
+def _rows(report: Report) -> Iterator[list[str]]:
     width = len(report.columns)
-    out = [[name, value.translate(_FLAT)] + [""] * (width - 2) for name, value in header(report)]
-    out.append([""] * width)
+    for name, value in header(report):
+        yield [name, value.translate(_FLAT)] + [""] * (width - 2)
+    yield [""] * width
     first_month = report.columns.index("Reporting_Period_Total") + 1
     described, months = report.columns[:first_month - 2], report.columns[first_month:]
-    out.append(report.columns[:first_month] + [month_heading(m) for m in months])
+    yield report.columns[:first_month] + [month_heading(m) for m in months]
     last: tuple[int, list[str]] = (0, [])
     for row in report.rows:
         if last[0] != id(row.values):  # the rows of one item share their description
             last = (id(row.values), [row.values.get(c, "").translate(_FLAT) for c in described])
-        counts = [row.counts[m] for m in months]
-        out.append([*last[1], row.metric, str(sum(counts)), *map(str, counts)])
-    return out
+        yield [*last[1], row.metric, str(sum(row.counts)), *map(str, row.counts)]
 
 
 def render(report: Report, fmt: str = "tsv") -> bytes:
     buffer = io.StringIO()
     buffer.write(BOM)
     if fmt == "csv":
-        writer = csv.writer(buffer, lineterminator="\r\n")
-        writer.writerows(rows(report))
+        csv.writer(buffer, lineterminator="\r\n").writerows(_rows(report))
     else:
-        buffer.write("".join("\t".join(cells) + "\n" for cells in rows(report)))
+        for cells in _rows(report):
+            buffer.write("\t".join(cells))
+            buffer.write("\n")
     return buffer.getvalue().encode("utf-8")
