@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -20,6 +21,7 @@ def test_the_session_key_is_the_code_of_practice_example() -> None:
     record = accesslog.parse_line(line())
     assert record["session"] == "192.1.1.168|Mozilla/5.0|2024-06-15|13"  # §7.3's own example
     assert record["user_key"] == "192.1.1.168|Mozilla/5.0"
+    assert record["session_hash"] == hashlib.sha1(record["session"].encode()).hexdigest()[:16]
     assert accesslog.parse_line(line(stamp="15/Jun/2024:15:35:00 +0200"))["session"] == record["session"]  # UTC
     assert accesslog.parse_line(line(stamp="15/Jun/2024:14:00:00 +0000"))["session"].endswith("|2024-06-15|14")
 
