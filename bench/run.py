@@ -18,11 +18,13 @@ BENCHMARKS = [
     ["bench.http_bench", "--runs", "3"],
     ["bench.forward_bench", "--outage", "600"],
     ["bench.replicas_bench"],
+    ["bench.report_bench", "--records", "1000000", "--runs", "3"],
 ]
 HEAD = ["benchmark", "loglines", "peer (same run)", "ratio", "target"]
 PEERS = ("P1/P4/P5/P6: rsyslog {version} from Debian (imfile -> omhiredis, imfile -> "
          "omelasticsearch in bulk mode); P3: a minimal raw _bulk loader; P7: a Flask app under "
-         "gunicorn ((2 x cores) + 1 sync workers) pushing each request to Redis")
+         "gunicorn ((2 x cores) + 1 sync workers) pushing each request to Redis; P8: a script scrolling "
+         "every record into Python")
 
 
 def machine() -> str:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 import redis
@@ -560,6 +561,113 @@ def cmd_reap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output(path: str) -> BinaryIO:
+    return open(path, "wb") if path and path != "-" else sys.stdout.buffer  # noqa: SIM115
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from pipeline.query import analytics, events
+    from pipeline.query.formats import Writer, default_columns, table
+    from pipeline.query.params import selection, sorting
+    from pipeline.query.shell import Progress, target
+
+    cfg = _load(args)
+    where = target(cfg, args.api, args.esindexer)
+    src = where.src
+    params: dict[str, list[str]] = {}
+    for pair in args.filters:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise ConfigError(f"{pair!r}: filters are FIELD=VALUE (status=200|304, bytes=1000..)")
+        params.setdefault(name, []).append(value)
+    for name, value in (("range", args.range), ("from", args.since), ("to", args.until), ("q", args.text)):
+        if value:
+            params[name] = [value]
+    if args.counted:
+        params["counted"] = ["yes"]
+    days = where.api.max_range_days if where.api else 100_000
+    sel = selection(params, (), None if args.delete else days, set(src.fields()))
+    if args.count or args.top or args.unique:
+        if args.top:
+            result = analytics.top(src, sel, args.top, args.n)
+        elif args.unique:
+            result = analytics.unique(src, sel, args.unique, 40_000, args.interval, args.tz)
+        elif args.interval or args.by:
+            result = analytics.count(src, sel, args.interval, args.by, args.n, args.tz)
+        else:
+            print(events.count(src, sel))
+            return 0
+        out = _output(args.output)
+        out.write(table(args.format, result["columns"], result["rows"]) if args.format in ("csv", "tsv")
+                  else orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        out.flush()
+        return 0
+    if args.delete:
+        if not sel.narrowed and not (args.range or args.since or args.until):
+            raise ConfigError("a delete names what it deletes: FIELD=VALUE, -q, or a time range")
+        if not args.dry_run and not args.yes:
+            raise ConfigError(f"this deletes {events.count(src, sel):,} events: add --yes (or --dry-run)")
+        audit = where.api.audit_index if where.api else "loglines-audit"
+        result = events.delete(src, sel, events.shell_user(), audit, args.dry_run)
+        print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        return 0 if result.get("status", "done") == "done" else 1
+    fields = [f.strip() for f in args.fields.split(",") if f.strip()]
+    writer = Writer(args.format, default_columns(args.format, src.template, fields))
+    progress = Progress("events", min(events.count(src, sel), args.limit or 10**12), args.quiet)
+    out = _output(args.output)
+    try:
+        order = sorting(args.sort, src.time_field)
+        for name, _ in order:
+            src.aggregatable("sort", name)
+        for page in events.export(src, sel, 2000, args.limit, fields, order):
+            out.write(writer.rows(page))
+            progress.update(writer.count)
+        out.write(writer.end())
+    finally:
+        progress.finish()
+        if out is not sys.stdout.buffer:
+            out.close()
+        else:
+            out.flush()
+    if args.output and args.output != "-":
+        print(f"wrote {writer.count:,} events to {args.output}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipeline.query import reports, sushi, tabular, usage
+    from pipeline.query.api import counter_settings
+    from pipeline.query.shell import Progress, target
+
+    cfg = _load(args)
+    where = target(cfg, args.api, args.esindexer)
+    settings = counter_settings(where.api)
+    months = where.api.max_report_months if where.api else 1200
+    params = {"customer_id": [settings.customer_id], "begin_date": [args.begin], "end_date": [args.end]}
+    try:
+        wanted = sushi.request(args.report, params, settings, months)
+    except sushi.SushiError as exc:
+        raise ConfigError(f"{exc.code} {exc.message}: {exc.data}") from None
+    progress = Progress("aggregation buckets read", quiet=args.quiet)
+    made = usage.collect(where.src, wanted.begin, wanted.end, progress.update)
+    progress.finish()
+    report = reports.build(wanted, settings, made)
+    body = orjson.dumps(sushi.to_json(report), option=orjson.OPT_INDENT_2) + b"\n" if args.format == "json" \
+        else tabular.render(report, args.format)
+    out = _output(args.output)
+    out.write(body)
+    if out is sys.stdout.buffer:
+        out.flush()
+    else:
+        out.close()
+    for exception in report.exceptions:
+        print(f"loglines: {exception.text()}", file=sys.stderr)
+    if not args.quiet:
+        print(f"{report.request.report.id}: {len(report.rows)} rows, {made.double_clicks} double clicks removed, "
+              f"{made.buckets:,} buckets in {made.seconds:.1f} s", file=sys.stderr)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="loglines", description="Reliable, plugin-driven usage-log pipeline.")
@@ -621,4 +729,42 @@ def _parser() -> argparse.ArgumentParser:
     es_cmd.add_argument("--indices", default="", help="indices to snapshot (default: all)")
     add("schedule", cmd_schedule, "run a schedule worker's task once, now, with its report").add_argument("name")
     add("reap", cmd_reap, "return the in-flight batches of dead workers to their queues now")
+    query = add("query", cmd_query, "events from Elasticsearch: export, count, top values, timeline, delete")
+    query.add_argument("filters", nargs="*", metavar="FIELD=VALUE",
+                       help="kind=download, status=200|304 (any of), bytes=1000.. (a range)")
+    query.add_argument("--range", default="", help="TODAY, 1D, 7D, 30D (the last N days), 12H")
+    query.add_argument("--from", dest="since", default="", metavar="TIME",
+                       help="2026-01-15T10:00:00Z, 2026-01-15, 2026-01, now-7d (default: max_range_days ago)")
+    query.add_argument("--to", dest="until", default="", metavar="TIME", help="end (a day or month: included)")
+    query.add_argument("-q", dest="text", default="", metavar="TEXT", help="free text")
+    query.add_argument("--counted", action="store_true", help="only what COUNTER counts (status, kind, robots)")
+    query.add_argument("--format", choices=["ndjson", "json", "csv", "tsv"], default="ndjson")
+    query.add_argument("--fields", default="", help="fields to export, comma-separated (CSV/TSV columns)")
+    query.add_argument("--limit", type=int, default=0, help="export at most N events")
+    query.add_argument("-o", "--output", default="", metavar="FILE", help="write here (default: stdout)")
+    query.add_argument("--sort", default="", help="fields to sort by, - for descending (default: time)")
+    query.add_argument("--count", action="store_true",
+                       help="how many (with --interval and --by: per interval and value)")
+    query.add_argument("--interval", default="", choices=["", "hour", "day", "week", "month"],
+                       help="with --count or --unique: per interval")
+    query.add_argument("--by", default="", metavar="FIELD", help="with --count: split by the values of FIELD")
+    query.add_argument("--top", default="", metavar="FIELD", help="the most frequent values of FIELD")
+    query.add_argument("--unique", default="", metavar="FIELD", help="distinct values of FIELD (approximate)")
+    query.add_argument("--n", type=int, default=10, help="values --top and --by show")
+    query.add_argument("--tz", default="UTC", help="time zone of the intervals")
+    query.add_argument("--delete", action="store_true", help="delete the selected events (recorded in the audit index)")
+    query.add_argument("--dry-run", action="store_true", help="with --delete: only count")
+    query.add_argument("--yes", action="store_true", help="confirm --delete")
+    query.add_argument("--api", default="", metavar="SECTION", help="the api section whose settings to use")
+    query.add_argument("--esindexer", default="", metavar="SECTION", help="the esindexer section to read")
+    query.add_argument("--quiet", action="store_true", help="no progress bar")
+    report = add("report", cmd_report, "a COUNTER 5.1 report (PR, PR_P1, IR, IR_A1) from Elasticsearch")
+    report.add_argument("report", choices=["pr", "pr_p1", "ir", "ir_a1"])
+    report.add_argument("--begin", required=True, metavar="YYYY-MM", help="first month")
+    report.add_argument("--end", required=True, metavar="YYYY-MM", help="last month (included)")
+    report.add_argument("--format", choices=["tsv", "csv", "json"], default="tsv")
+    report.add_argument("-o", "--output", default="", metavar="FILE", help="write here (default: stdout)")
+    report.add_argument("--api", default="", metavar="SECTION", help="the api section whose settings to use")
+    report.add_argument("--esindexer", default="", metavar="SECTION", help="the esindexer section to read")
+    report.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser

@@ -34,6 +34,7 @@ BUILTIN = (
     "pipeline.sources.http",
     "pipeline.sinks.forward",
     "pipeline.monitor.monitor",
+    "pipeline.query.api",
 )
 
 

@@ -4,8 +4,9 @@ uvicorn with httptools and uvloop was measured against aiohttp and granian on th
 path (single-event POSTs pushed to Redis, 64 connections): 26.5k requests/s against 20.8k and
 20.1k (see docs/benchmarks.md); this module gives its raw ASGI interface what the workers
 need and nothing more: tokens, bounded and timed request bodies (gzip included, the limit on
-the decompressed bytes), JSON answers, a server bound with SO_REUSEPORT so that ``numprocs``
-processes share one port, and stop requests that only set the worker's flag.
+the decompressed bytes), query strings, JSON answers, answers streamed as they are made (for
+exports larger than memory), a server bound with SO_REUSEPORT so that ``numprocs`` processes
+share one port, and stop requests that only set the worker's flag.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hmac
 import logging
 import os
 import socket
+import urllib.parse
 import zlib
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +59,10 @@ class Request:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         return cls(scope["method"], scope["path"], scope.get("query_string", b"").decode("latin-1"),
                    headers, receive)
+
+    def params(self, max_fields: int = 100) -> dict[str, list[str]]:
+        """The query string: name -> its values in order; 400 past ``max_fields`` parameters."""
+        return query_params(self.query, max_fields)
 
     @property
     def content_type(self) -> str:
@@ -107,6 +113,56 @@ class Request:
         except zlib.error as exc:
             raise HttpError(400, f"the body is not valid gzip: {exc}") from None
         return b"".join(parts)
+
+
+def query_params(query: str, max_fields: int = 100) -> dict[str, list[str]]:
+    """``a=1&b=2&a=3`` -> ``{"a": ["1", "3"], "b": ["2"]}`` (percent-decoded as UTF-8), or
+    :class:`HttpError` 400 for more than ``max_fields`` parameters or text that is not UTF-8."""
+    out: dict[str, list[str]] = {}
+    try:
+        pairs = urllib.parse.parse_qsl(query, keep_blank_values=True, max_num_fields=max_fields,
+                                       encoding="utf-8", errors="strict")
+    except ValueError as exc:
+        raise HttpError(400, f"bad query string: {exc}") from None
+    for name, value in pairs:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+class Stream:
+    """An answer sent as it is made (chunked): ``start``, any number of ``write``, ``end``.
+    uvicorn's ``send`` waits while the client is slow to read, so memory stays bounded by what
+    one ``write`` holds; ``gone`` is set once the client has disconnected."""
+
+    def __init__(self, send: Send, receive: Receive) -> None:
+        self.send, self.receive = send, receive
+        self.gone = asyncio.Event()
+        self.started = False
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self, status: int, content_type: str, headers: Mapping[str, str] | None = None) -> None:
+        pairs = [(b"content-type", content_type.encode())]
+        pairs += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+        self._watch = asyncio.get_running_loop().create_task(self._watch_disconnect())
+        await self.send({"type": "http.response.start", "status": status, "headers": pairs})
+        self.started = True
+
+    async def write(self, data: bytes) -> None:
+        if data and not self.gone.is_set():
+            await self.send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self, data: bytes = b"") -> None:
+        if not self.gone.is_set():
+            await self.send({"type": "http.response.body", "body": data, "more_body": False})
+        if self._watch is not None:
+            self._watch.cancel()
+
+    async def _watch_disconnect(self) -> None:
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.gone.set()
+                return
 
 
 async def answer(send: Send, status: int, body: bytes, content_type: str = "application/json",

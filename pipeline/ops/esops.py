@@ -36,6 +36,9 @@ MAPPINGS: dict[str, dict[str, Any]] = {
         "bytes": {"type": "long"}, "referrer": _KEYWORD,
         "user_agent": {**_KEYWORD, "fields": {"text": {"type": "text"}}}, "xff": _KEYWORD,
         "kind": _KEYWORD, "repository": _KEYWORD, "item_id": _KEYWORD, "logline": _STORED,
+        # the COUNTER keys (pipeline/plugins/_counter.py), which reports aggregate on
+        "user_key": _KEYWORD, "session": _KEYWORD, "session_hash": _KEYWORD, "session_id": _KEYWORD,
+        "click": _KEYWORD, "click_slots": _KEYWORD, "robot": {"type": "boolean"},
     }},
     "kontext": {"properties": {
         **_COMMON,

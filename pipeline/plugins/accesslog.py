@@ -5,8 +5,14 @@ forwarded-for chain. Repository requests are recognised: DSpace (XMLUI, JSPUI, 7
 and EPrints file downloads (``kind = download``), item pages (``item``) and thumbnails
 (``thumbnail``); everything else is ``other``.
 
+Every record also carries the keys COUNTER reports count with (``user_key``, ``session``,
+``session_hash``, ``click``, ``click_slots``, ``robot``: see :mod:`pipeline.plugins._counter`).
+
 Options (``opt_<name>`` in the parser's section):
   use_xff — yes: the client IP is the first address of X-Forwarded-For when present.
+  trailing — what the optional quoted field after the user agent holds: ``xff`` (the
+  X-Forwarded-For chain, the default) or ``session`` (a session id, such as Apache's
+  ``"%{JSESSIONID}C"``: then COUNTER sessions and double clicks follow it, ``session_id``).
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.plugins import _counter
 from pipeline.plugins._time import _cache as _ISO
 from pipeline.plugins._time import clf_to_iso
 
-OPTIONS = {"use_xff": "take the client IP from X-Forwarded-For when present (yes/no)"}
-#: The fields of every record, with the values of those that take only a few (what a parser's
-#: ``accept`` is checked against).
+OPTIONS = {"use_xff": "take the client IP from X-Forwarded-For when present (yes/no)",
+           "trailing": "the optional quoted field after the user agent: xff (default) or session (a session id)"}
+#: The fields of records, with the values of those that take only a few (what a parser's
+#: ``accept`` is checked against); ``session_id`` only with ``opt_trailing = session``.
 FIELDS: dict[str, set[str] | None] = {
     "client_ip": None, "remote_host": None, "ident": None, "user": None, "time": None,
     "method": None, "url": None, "protocol": None, "status": None, "bytes": None,
@@ -29,6 +37,8 @@ FIELDS: dict[str, set[str] | None] = {
     "kind": {"download", "item", "thumbnail", "other"},
     "repository": {"dspace", "eprints", ""},
     "item_id": None,
+    "user_key": None, "session": None, "session_hash": None, "click": None, "click_slots": None,
+    "robot": {"True", "False"}, "session_id": None,
 }
 
 _QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field, backslash escapes allowed (no backtracking)
@@ -73,9 +83,13 @@ _THUMB = re.compile(r"\.[A-Za-z0-9]{2,5}\.(?:jpg|png)$", re.IGNORECASE)
 
 def make_parser(options: Mapping[str, str]) -> Any:
     use_xff = options.get("use_xff", "no").strip().lower() in ("1", "yes", "true", "on")
+    trailing = options.get("trailing", "xff").strip().lower()
+    if trailing not in ("xff", "session"):
+        raise ValueError(f"opt_trailing = {trailing!r}: expected xff or session")
+    session = trailing == "session"
 
     def parse(item: dict[str, Any]) -> dict[str, Any] | None:
-        return parse_line(item["logline"], use_xff)
+        return parse_line(item["logline"], use_xff, session)
 
     return parse
 
@@ -91,7 +105,7 @@ def parseline(jmsg: str) -> dict[str, Any] | None:
     return parse_line(orjson.loads(jmsg)["logline"], False)
 
 
-def parse_line(line: str, use_xff: bool = False) -> dict[str, Any]:
+def parse_line(line: str, use_xff: bool = False, trailing_session: bool = False) -> dict[str, Any]:
     match = LINE.match(line) if "\\" in line else _PLAIN_LINE.match(line)
     if match is None or (match.end() != len(line) and line[match.end()] != " "):
         raise ValueError("not an access log line in combined or common log format")
@@ -99,13 +113,16 @@ def parse_line(line: str, use_xff: bool = False) -> dict[str, Any]:
     method, _, rest = request.partition(" ")
     url, _, protocol = rest.rpartition(" ") if " " in rest else (rest, "", "")
     xff = trailer if trailer and trailer != "-" else ""
+    session_id = ""
+    if trailing_session:
+        xff, session_id = "", xff
     client = host
     if use_xff and xff:
         first = xff.split(",", 1)[0].strip()
         if _is_ip(first):
             client = first
     kind, repository, item_id = classify(url.partition("?")[0])
-    return {
+    record = {
         "client_ip": client,
         "remote_host": host,
         "ident": ident,
@@ -123,6 +140,9 @@ def parse_line(line: str, use_xff: bool = False) -> dict[str, Any]:
         "repository": repository,
         "item_id": item_id,
     }
+    if trailing_session:
+        record["session_id"] = session_id
+    return _counter.enrich(record)
 
 
 def _size(text: str) -> int:

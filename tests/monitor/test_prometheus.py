@@ -6,12 +6,12 @@ lines counter."""
 from __future__ import annotations
 
 import json
-from typing import Any
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 

@@ -356,7 +356,9 @@ def test_a_megabyte_user_agent_costs_what_a_long_real_one_does() -> None:
 
 def test_accesslog_declares_exactly_the_fields_and_kinds_it_makes() -> None:
     record = accesslog.parse_line(COMBINED)
-    assert set(accesslog.FIELDS) == set(record)
+    assert set(accesslog.FIELDS) == set(record) | {"session_id"}
+    with_session = accesslog.make_parser({"trailing": "session"})({"logline": COMBINED + ' "abc"'})
+    assert set(accesslog.FIELDS) == set(with_session)
     assert accesslog.FIELDS["kind"] == {kind for _, kind, _ in accesslog.ROUTES} | {"thumbnail", "other"}
     assert accesslog.FIELDS["repository"] == {repo for _, _, repo in accesslog.ROUTES} | {""}
     from pipeline.plugins import repository

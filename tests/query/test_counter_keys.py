@@ -1,0 +1,66 @@
+"""The COUNTER keys the access-log plugin adds, and the double-click rule, without a server."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+
+import pytest
+
+from pipeline import plugin as plugin_mod
+from pipeline.plugins import _counter, accesslog
+
+
+def line(ip: str = "192.1.1.168", stamp: str = "15/Jun/2024:13:35:00 +0000", path: str = "/handle/1/2",
+         agent: str = "Mozilla/5.0", user: str = "-", trailer: str = "") -> str:
+    return (f'{ip} - {user} [{stamp}] "GET {path} HTTP/1.1" 200 1 "-" "{agent}"'
+            + (f' "{trailer}"' if trailer else ""))
+
+
+def test_the_session_key_is_the_code_of_practice_example() -> None:
+    record = accesslog.parse_line(line())
+    assert record["session"] == "192.1.1.168|Mozilla/5.0|2024-06-15|13"  # §7.3's own example
+    assert record["user_key"] == "192.1.1.168|Mozilla/5.0"
+    assert record["session_hash"] == hashlib.sha1(record["session"].encode()).hexdigest()[:16]
+    assert accesslog.parse_line(line(stamp="15/Jun/2024:15:35:00 +0200"))["session"] == record["session"]  # UTC
+    assert accesslog.parse_line(line(stamp="15/Jun/2024:14:00:00 +0000"))["session"].endswith("|2024-06-15|14")
+
+
+def test_the_user_is_the_user_name_then_the_session_id_then_ip_and_agent() -> None:
+    assert accesslog.parse_line(line(user="alice"))["user_key"] == "user:alice"
+    with_session = plugin_mod.load("accesslog", options={"trailing": "session"}).parse(
+        {"logline": line(trailer="0F3A9C")})
+    assert with_session is not None and with_session["session_id"] == "0F3A9C" and with_session["xff"] == ""
+    assert with_session["user_key"] == "session:0F3A9C"
+    assert with_session["session"] == "session:0F3A9C|2024-06-15"  # a logged session id and the date
+    plain = accesslog.parse_line(line(trailer="198.51.100.7"))
+    assert plain["xff"] == "198.51.100.7" and "session_id" not in plain
+    with pytest.raises(Exception, match="opt_trailing"):
+        plugin_mod.load("accesslog", options={"trailing": "cookie"})
+
+
+def test_long_agents_are_bounded_and_kept_apart() -> None:
+    first, second = "A" * 5000 + "1", "A" * 5000 + "2"
+    one, two = (accesslog.parse_line(line(agent=a)) for a in (first, second))
+    assert len(one["session"]) < 500 and one["session"] != two["session"] and one["click"] != two["click"]
+    assert one["user_agent"] == first  # the field itself is untouched
+
+
+def test_the_original_fields_are_unchanged_and_robots_are_flagged() -> None:
+    record = accesslog.parse_line(line(path="/bitstream/handle/1/2/a.pdf"))
+    assert {k: record[k] for k in ("client_ip", "url", "status", "kind", "item_id", "time")} == {
+        "client_ip": "192.1.1.168", "url": "/bitstream/handle/1/2/a.pdf", "status": 200, "kind": "download",
+        "item_id": "1/2", "time": "2024-06-15T13:35:00+00:00"}
+    assert record["robot"] is True  # a bare "Mozilla/5.0" is on the COUNTER list
+    assert accesslog.parse_line(line(agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/121.0"))["robot"] is False
+    assert accesslog.parse_line(line(agent="Mozilla/5.0 (compatible; Googlebot/2.1)"))["robot"] is True
+
+
+def test_two_clicks_at_most_30_seconds_apart_always_share_a_slot() -> None:
+    rng = random.Random(5)
+    pairs = [(t, t + gap) for t in range(1_700_000_000, 1_700_000_000 + 180) for gap in range(31)]
+    pairs += [(t, t + rng.randint(0, 30)) for t in (rng.randrange(10**9, 2 * 10**9) for _ in range(20_000))]
+    for first, second in pairs:
+        assert set(_counter.slots("k", first)) & set(_counter.slots("k", second)), (first, second)
+    for first in range(1_700_000_000, 1_700_000_000 + 120):
+        assert not set(_counter.slots("k", first)) & set(_counter.slots("k", first + 61))
