@@ -26,6 +26,10 @@ any batch boundary, give every line the same keys:
     next click, which no parser can know when it reads the line.
 ``robot``
     the user agent is on the COUNTER robots list (:mod:`pipeline.transforms.robots`).
+
+Every record has ``robot``; the other keys are on the records COUNTER may count (an item page
+or a download, status 200 or 304, not a robot), and on no other: a static file, a search or a
+robot's request is never in a report, and leaving the keys off saves two hashes a line.
 """
 
 from __future__ import annotations
@@ -37,8 +41,11 @@ from typing import Any
 from pipeline.transforms.robots import counter_robots
 
 AGENT_CHARS = 400
+_SHORT = AGENT_CHARS + 17  # what _bounded leaves as it is
+_sha1 = hashlib.sha1
 SLOT_SECONDS = 60
 _times: dict[str, tuple[str, str, int]] = {}
+_hours: dict[str, tuple[str, str, int]] = {}
 _days: dict[int, str] = {}
 _EPOCH = date(1970, 1, 1)
 _HOURS = tuple(f"{h:02d}" for h in range(24))
@@ -59,27 +66,41 @@ def session_key(key: str, date: str, hour: str, session_id: str = "") -> str:
 
 
 def _bounded(text: str) -> str:
-    if len(text) <= AGENT_CHARS + 17:
+    if len(text) <= _SHORT:
         return text
     digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     return f"{text[:AGENT_CHARS]}#{digest}"
 
 
 def utc_parts(iso: str) -> tuple[str, str, int]:
-    """``2024-06-15T15:35:00+02:00`` -> (``2024-06-15``, ``13``, Unix seconds), cached per time."""
+    """``2024-06-15T15:35:00+02:00`` -> (``2024-06-15``, ``13``, Unix seconds), cached per time
+    and, for the shape every access-log time has, per hour (so a new second costs little)."""
     parts = _times.get(iso)
     if parts is None:
-        when = datetime.fromisoformat(iso)
-        epoch = int((when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp())
-        day, second = divmod(epoch, 86400)
-        text = _days.get(day)
-        if text is None:
-            text = _days[day] = (_EPOCH + timedelta(days=day)).isoformat()
-        parts = (text, _HOURS[second // 3600], epoch)
+        if len(iso) == 25 and iso[19] in "+-" and iso[13] == ":" == iso[16]:
+            hour_key = iso[:13] + iso[19:]
+            hour = _hours.get(hour_key)
+            if hour is None:
+                hour = _hours[hour_key] = _parts(iso[:13] + ":00:00" + iso[19:])
+            seconds = int(iso[14:16]) * 60 + int(iso[17:19])
+            parts = (hour[0], hour[1], hour[2] + seconds) if seconds < 3600 else _parts(iso)
+        else:
+            parts = _parts(iso)
         if len(_times) > 4096:
             _times.clear()
+            _hours.clear()
         _times[iso] = parts
     return parts
+
+
+def _parts(iso: str) -> tuple[str, str, int]:
+    when = datetime.fromisoformat(iso)
+    epoch = int((when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp())
+    day, second = divmod(epoch, 86400)
+    text = _days.get(day)
+    if text is None:
+        text = _days[day] = (_EPOCH + timedelta(days=day)).isoformat()
+    return text, _HOURS[second // 3600], epoch
 
 
 def click_key(key: str, url: str) -> str:
@@ -91,17 +112,38 @@ def slots(click: str, epoch: int) -> list[str]:
     return [f"{click}.a{epoch // SLOT_SECONDS}", f"{click}.b{(epoch + SLOT_SECONDS // 2) // SLOT_SECONDS}"]
 
 
+#: the records COUNTER may count (§7.1: successful or not-modified requests of items and their
+#: files); only these get the keys (a robot's never: it is not counted)
+COUNTED_KINDS = frozenset({"download", "item"})
+COUNTED_STATUS = frozenset({200, 304})
+
+
 def enrich(record: dict[str, Any]) -> dict[str, Any]:
-    """Add the keys above to a parsed access-log record (which it returns)."""
-    agent, session_id = record["user_agent"], record.get("session_id", "")
-    key = user_key(record["client_ip"], agent, record["user"], session_id)
-    date, hour, epoch = utc_parts(record["time"])
-    click = click_key(key, record["url"])
+    """Add ``robot`` to a parsed access-log record, and the other keys above when COUNTER may
+    count the record; return it. The functions above say what each key is; this is them
+    inlined, as it runs for every line."""
+    agent = record["user_agent"]
+    robot = record["robot"] = counter_robots().is_robot(agent)
+    if robot or record["kind"] not in COUNTED_KINDS or record["status"] not in COUNTED_STATUS:
+        return record
+    user, session_id = record["user"], record.get("session_id", "")
+    if user and user != "-":
+        key = "user:" + (user if len(user) <= _SHORT else _bounded(user))
+    elif session_id and session_id != "-":
+        key = "session:" + (session_id if len(session_id) <= _SHORT else _bounded(session_id))
+    else:
+        key = f"{record['client_ip']}|{agent if len(agent) <= _SHORT else _bounded(agent)}"
+    iso = record["time"]
+    parts = _times.get(iso) or utc_parts(iso)
+    if session_id and session_id != "-":
+        session = f"session:{session_id if len(session_id) <= _SHORT else _bounded(session_id)}|{parts[0]}"
+    else:
+        session = f"{key}|{parts[0]}|{parts[1]}"
+    click = _sha1(f"{key}\x00{record['url']}".encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    epoch = parts[2]
     record["user_key"] = key
-    session = session_key(key, date, hour, session_id)
     record["session"] = session
-    record["session_hash"] = hashlib.sha1(session.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    record["session_hash"] = _sha1(session.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     record["click"] = click
-    record["click_slots"] = slots(click, epoch)
-    record["robot"] = counter_robots().is_robot(agent)
+    record["click_slots"] = [f"{click}.a{epoch // SLOT_SECONDS}", f"{click}.b{(epoch + SLOT_SECONDS // 2) // SLOT_SECONDS}"]
     return record

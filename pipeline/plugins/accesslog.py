@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipeline.plugins import _counter
@@ -81,17 +81,25 @@ _BITSTREAM, _HANDLE_PAGE, _ENTITY, _EPRINTS = _routes(0, 4), _routes(4, 5), _rou
 _THUMB = re.compile(r"\.[A-Za-z0-9]{2,5}\.(?:jpg|png)$", re.IGNORECASE)
 
 
-def make_parser(options: Mapping[str, str]) -> Any:
+def _options(options: Mapping[str, str]) -> tuple[bool, bool]:
     use_xff = options.get("use_xff", "no").strip().lower() in ("1", "yes", "true", "on")
     trailing = options.get("trailing", "xff").strip().lower()
     if trailing not in ("xff", "session"):
         raise ValueError(f"opt_trailing = {trailing!r}: expected xff or session")
-    session = trailing == "session"
+    return use_xff, trailing == "session"
+
+
+def make_parser(options: Mapping[str, str]) -> Any:
+    read = _READERS[_options(options)]
 
     def parse(item: dict[str, Any]) -> dict[str, Any] | None:
-        return parse_line(item["logline"], use_xff, session)
+        return read(item["logline"])
 
     return parse
+
+
+def make_batch_parser(options: Mapping[str, str]) -> Any:
+    return _batch(_READERS[_options(options)])
 
 
 def parse(item: dict[str, Any]) -> dict[str, Any] | None:
@@ -106,43 +114,74 @@ def parseline(jmsg: str) -> dict[str, Any] | None:
 
 
 def parse_line(line: str, use_xff: bool = False, trailing_session: bool = False) -> dict[str, Any]:
-    match = LINE.match(line) if "\\" in line else _PLAIN_LINE.match(line)
-    if match is None or (match.end() != len(line) and line[match.end()] != " "):
-        raise ValueError("not an access log line in combined or common log format")
-    host, ident, user, stamp, request, status, size, referrer, agent, trailer = match.groups()
-    method, _, rest = request.partition(" ")
-    url, _, protocol = rest.rpartition(" ") if " " in rest else (rest, "", "")
-    xff = trailer if trailer and trailer != "-" else ""
-    session_id = ""
-    if trailing_session:
-        xff, session_id = "", xff
-    client = host
-    if use_xff and xff:
-        first = xff.split(",", 1)[0].strip()
-        if _is_ip(first):
-            client = first
-    kind, repository, item_id = classify(url.partition("?")[0])
-    record = {
-        "client_ip": client,
-        "remote_host": host,
-        "ident": ident,
-        "user": user,
-        "time": _ISO.get(stamp) or clf_to_iso(stamp),
-        "method": method,
-        "url": url,
-        "protocol": protocol,
-        "status": int(status) if status != "-" else 0,
-        "bytes": _size(size),
-        "referrer": referrer or "",
-        "user_agent": agent or "",
-        "xff": xff,
-        "kind": kind,
-        "repository": repository,
-        "item_id": item_id,
-    }
-    if trailing_session:
-        record["session_id"] = session_id
-    return _counter.enrich(record)
+    """The record of one line; ValueError when it is not an access-log line."""
+    return _READERS[use_xff, trailing_session](line)
+
+
+def _reader(use_xff: bool, trailing_session: bool) -> Callable[[str], dict[str, Any]]:
+    """``parse_line`` for one choice of the options, with everything it looks up bound once."""
+    plain, full, times, to_iso, keys = _PLAIN_LINE.match, LINE.match, _ISO, clf_to_iso, _counter.enrich
+
+    def read(line: str) -> dict[str, Any]:
+        match = full(line) if "\\" in line else plain(line)
+        if match is None or (match.end() != len(line) and line[match.end()] != " "):
+            raise ValueError("not an access log line in combined or common log format")
+        host, ident, user, stamp, request, status, size, referrer, agent, trailer = match.groups()
+        method, _, rest = request.partition(" ")
+        url, _, protocol = rest.rpartition(" ") if " " in rest else (rest, "", "")
+        xff = trailer if trailer and trailer != "-" else ""
+        session_id = ""
+        if trailing_session:
+            xff, session_id = "", xff
+        client = host
+        if use_xff and xff:
+            first = xff.split(",", 1)[0].strip()
+            if _is_ip(first):
+                client = first
+        kind, repository, item_id = classify(url.partition("?")[0])
+        record = {
+            "client_ip": client,
+            "remote_host": host,
+            "ident": ident,
+            "user": user,
+            "time": times.get(stamp) or to_iso(stamp),
+            "method": method,
+            "url": url,
+            "protocol": protocol,
+            "status": int(status) if status != "-" else 0,
+            "bytes": _size(size),
+            "referrer": referrer or "",
+            "user_agent": agent or "",
+            "xff": xff,
+            "kind": kind,
+            "repository": repository,
+            "item_id": item_id,
+        }
+        if trailing_session:
+            record["session_id"] = session_id
+        return keys(record)
+
+    return read
+
+
+def _batch(read: Callable[[str], dict[str, Any]]) -> Callable[[list[str]], list[Any]]:
+    """``parse_batch``: the record of every line, or the exception that line raised."""
+
+    def parse_batch(lines: list[str]) -> list[Any]:
+        out: list[Any] = []
+        append = out.append
+        for line in lines:
+            try:
+                append(read(line))
+            except Exception as exc:  # that line alone is dead-lettered with it
+                append(exc)
+        return out
+
+    return parse_batch
+
+
+_READERS = {(xff, session): _reader(xff, session) for xff in (False, True) for session in (False, True)}
+parse_batch = _batch(_READERS[False, False])
 
 
 def _size(text: str) -> int:

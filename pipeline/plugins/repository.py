@@ -49,6 +49,9 @@ def parse(item: dict[str, Any]) -> dict[str, Any]:
     return accesslog.parse_line(item["logline"])
 
 
+parse_batch = accesslog.parse_batch
+
+
 def _option(c: ConfigParser, section: str, name: str, default: str = "") -> str:
     return c.get(section, f"opt_{name}", fallback=default).strip()
 

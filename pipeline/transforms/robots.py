@@ -47,16 +47,20 @@ class RobotFilter:
                 raise ValueError(f"bad robots pattern {pattern!r}: {exc}") from None
             compiled.append(f"(?:{pattern})")
         self._regex = re.compile("|".join(compiled) or r"(?!)", re.IGNORECASE)
-        self._cached = lru_cache(maxsize=CACHED_AGENTS)(self._check)
+        self._seen: dict[str, bool] = {}
 
     def is_robot(self, user_agent: str) -> bool:
         """Whether the agent matches; only its first :data:`AGENT_CHARS` characters are looked
-        at (no real agent is longer, and a hostile megabyte costs no more than they do), and
-        the cache holds at most :data:`CACHED_AGENTS` of those prefixes."""
-        return self._cached(user_agent[:AGENT_CHARS])
-
-    def _check(self, user_agent: str) -> bool:
-        return self._regex.search(user_agent) is not None
+        at (no real agent is longer, and a hostile megabyte costs no more than they do). The
+        answers for at most :data:`CACHED_AGENTS` agents of real length are remembered."""
+        seen = self._seen.get(user_agent)
+        if seen is None:
+            seen = self._regex.search(user_agent[:AGENT_CHARS]) is not None
+            if len(user_agent) <= AGENT_CHARS:
+                if len(self._seen) >= CACHED_AGENTS:
+                    self._seen.clear()
+                self._seen[user_agent] = seen
+        return seen
 
 
 @lru_cache(maxsize=1)

@@ -12,15 +12,15 @@ from pipeline.plugins import _counter, accesslog
 
 
 def line(ip: str = "192.1.1.168", stamp: str = "15/Jun/2024:13:35:00 +0000", path: str = "/handle/1/2",
-         agent: str = "Mozilla/5.0", user: str = "-", trailer: str = "") -> str:
+         agent: str = "Mozilla/5.0 (X11)", user: str = "-", trailer: str = "") -> str:
     return (f'{ip} - {user} [{stamp}] "GET {path} HTTP/1.1" 200 1 "-" "{agent}"'
             + (f' "{trailer}"' if trailer else ""))
 
 
 def test_the_session_key_is_the_code_of_practice_example() -> None:
     record = accesslog.parse_line(line())
-    assert record["session"] == "192.1.1.168|Mozilla/5.0|2024-06-15|13"  # §7.3's own example
-    assert record["user_key"] == "192.1.1.168|Mozilla/5.0"
+    assert record["session"] == "192.1.1.168|Mozilla/5.0 (X11)|2024-06-15|13"  # §7.3's own example's shape
+    assert record["user_key"] == "192.1.1.168|Mozilla/5.0 (X11)"
     assert record["session_hash"] == hashlib.sha1(record["session"].encode()).hexdigest()[:16]
     assert accesslog.parse_line(line(stamp="15/Jun/2024:15:35:00 +0200"))["session"] == record["session"]  # UTC
     assert accesslog.parse_line(line(stamp="15/Jun/2024:14:00:00 +0000"))["session"].endswith("|2024-06-15|14")
@@ -39,6 +39,18 @@ def test_the_user_is_the_user_name_then_the_session_id_then_ip_and_agent() -> No
         plugin_mod.load("accesslog", options={"trailing": "cookie"})
 
 
+@pytest.mark.parametrize("shape", [{"path": "/static/app.css"}, {"path": "/discover?query=x"},
+                                   {"agent": "Mozilla/5.0 (compatible; Googlebot/2.1)"}, {"path": "/bitstream/handle/1/2/a.pdf"}])
+def test_only_records_counter_may_count_carry_the_keys(shape: dict[str, str]) -> None:
+    """A static file, a search, a robot, or a 404: ``robot`` and no other key (no report counts
+    them); the same download by a person, with status 200 or 304, has all of them."""
+    keys = {"user_key", "session", "session_hash", "click", "click_slots"}
+    for status in (200, 304, 404):
+        record = accesslog.parse_line(line(**shape).replace(" 200 1 ", f" {status} 1 "))
+        counted = status != 404 and shape.get("path", "").startswith("/bitstream/")
+        assert "robot" in record and (keys <= set(record) if counted else not keys & set(record)), (status, record)
+
+
 def test_long_agents_are_bounded_and_kept_apart() -> None:
     first, second = "A" * 5000 + "1", "A" * 5000 + "2"
     one, two = (accesslog.parse_line(line(agent=a)) for a in (first, second))
@@ -47,7 +59,7 @@ def test_long_agents_are_bounded_and_kept_apart() -> None:
 
 
 def test_the_original_fields_are_unchanged_and_robots_are_flagged() -> None:
-    record = accesslog.parse_line(line(path="/bitstream/handle/1/2/a.pdf"))
+    record = accesslog.parse_line(line(path="/bitstream/handle/1/2/a.pdf", agent="Mozilla/5.0"))
     assert {k: record[k] for k in ("client_ip", "url", "status", "kind", "item_id", "time")} == {
         "client_ip": "192.1.1.168", "url": "/bitstream/handle/1/2/a.pdf", "status": 200, "kind": "download",
         "item_id": "1/2", "time": "2024-06-15T13:35:00+00:00"}

@@ -348,7 +348,10 @@ def test_a_megabyte_user_agent_costs_what_a_long_real_one_does() -> None:
     grown = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert took < 2 and grown < 5 * 1024 * 1024, (took, grown)
-    assert robot._cached.cache_info().maxsize == robots.CACHED_AGENTS
+    assert all(len(agent) <= robots.AGENT_CHARS for agent in robot._seen)  # no megabyte kept
+    for n in range(robots.CACHED_AGENTS + 10):
+        robot.is_robot(f"agent {n}")
+    assert len(robot._seen) <= robots.CACHED_AGENTS
 
 
 # -- accept checked against what the plugin declares it produces (FIELDS) -----------------
@@ -379,8 +382,9 @@ def _accept(tmp_path: Path, plugin: str, accept: str) -> None:
 
 @pytest.mark.parametrize("accept, expected", [
     ("knd=download", "plugin accesslog makes no field 'knd' (did you mean 'kind'? its fields: bytes, "
-                     "client_ip, ident, item_id, kind, logline, method, off, protocol, referrer, "
-                     "remote_host, repository, service, src, status, time, url, user, user_agent, xff)"),
+                     "click, click_slots, client_ip, ident, item_id, kind, logline, method, off, protocol, "
+                     "referrer, remote_host, repository, robot, service, session, session_hash, session_id, "
+                     "src, status, time, url, user, user_agent, user_key, xff)"),
     ("kind=downloads", "plugin accesslog never gives kind the value 'downloads' (did you mean "
                        "'download'? it gives: 'download', 'item', 'other', 'thumbnail')"),
     ("kind=download|itme", "never gives kind the value 'itme' (did you mean 'item'?"),
@@ -511,6 +515,7 @@ def test_builtin_batch_parsers_agree_with_their_line_parsers() -> None:
     """accesslog's parse_batch over a real log (with lines it cannot read among them) gives
     exactly the records and dead letters of its parse, line by line (kontext too)."""
     for name, log in (("accesslog", list(genlog.lines(3000, seed=7))),
+                      ("repository", list(genlog.lines(300, seed=8))),
                       ("kontext", list(genlog.kontext_lines(3000, seed=7)))):
         lines = log + ["not a line of it", ADVERSARIAL[0][:500],
                        '1.1.1.1 - - [01/Feb/2025:00:00:01 +0000] "GET / HTTP/1.1" 200 99999999999999999999 "-" "x"']
