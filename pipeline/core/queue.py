@@ -121,8 +121,10 @@ class Consumer:
     def take(self, gather_items: int = 0, linger: float = 0.0) -> Delivery | None:
         """The next work: our own in-flight messages first, else one from the queue (blocking).
 
-        With ``gather_items``, more messages are moved into the in-flight list (for up to
-        ``linger`` seconds) until that many items are in hand: small messages become one bulk.
+        With ``gather_items``, more messages are moved into the in-flight list until that many
+        items are in hand, so that small messages become one bulk: those already queued, and
+        with ``linger`` also those that arrive within that many seconds. Without it, gathering
+        stops as soon as the queue is empty: a batch never waits for work that is not there.
         """
         if self._check_own:
             raws = self.client.lrange(self.inflight_key, 0, -1)
@@ -137,13 +139,15 @@ class Consumer:
         delivery = self._delivery([raw], 0)
         deadline = time.monotonic() + linger
         while gather_items and delivery.count < gather_items:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            more = self.client.blmove(self.queue_key, self.inflight_key,
-                                      min(left, self.cfg.block_timeout), "LEFT", "RIGHT")
+            more = self.client.lmove(self.queue_key, self.inflight_key, "LEFT", "RIGHT")
             if more is None:
-                break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                more = self.client.blmove(self.queue_key, self.inflight_key,
+                                          min(left, self.cfg.block_timeout), "LEFT", "RIGHT")
+                if more is None:
+                    break
             self._add(delivery, more)
         return delivery
 

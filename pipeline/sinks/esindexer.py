@@ -8,8 +8,8 @@ crash never makes a second document: a 409 counts as delivered. Per-item results
 other rejection (a mapping or parse error) dead-letters that document with Elasticsearch's
 reason. The batch is acknowledged only when every document is indexed, already there, or
 dead-lettered; while Elasticsearch is down the worker holds its one batch and takes no more.
-Small messages (an application's single records) are gathered for up to ``flush_ms`` into
-bulks of up to ``batch_docs`` documents.
+Small messages (an application's single records) that are queued are gathered into bulks of up
+to ``batch_docs`` documents; with ``flush_ms`` the indexer also waits that long for more.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class EsIndexerOptions:
     pipeline: str = option(str, "ingest pipeline applied to every document", "")
     batch_docs: int = option(dt.integer(1, 100_000), "documents per bulk request at most", 1000)
     batch_bytes: int = option(dt.byte_size, "bytes per bulk request at most", 5 * 1024 * 1024)
-    flush_ms: int = option(dt.integer(0, 60_000), "how long small messages are gathered into one bulk", 200)
+    flush_ms: int = option(dt.integer(0, 60_000), "how long to wait for more small messages to make a bulk "
+                           "of (0: take what is queued, never wait)", 0)
     time_field: str = option(dt.nonempty, "record field with the event time (ISO 8601)", "time")
     id_fields: tuple[str, ...] = option(dt.string_list, "fields hashed into the id of records without a line id", ())
     max_age_days: int = option(dt.integer(1, 100_000), "records older than this go to <index>-out-of-range "

@@ -40,7 +40,8 @@ class WatcherOptions:
     pushto: str = option(dt.name, "queue the lines are pushed to")
     servicename: str = option(dt.nonempty, "service name put on every line", "")
     batch_lines: int = option(dt.integer(1, 100_000), "lines per batch at most", 500)
-    batch_ms: int = option(dt.integer(1, 60_000), "milliseconds a batch may wait to fill", 200)
+    batch_ms: int = option(dt.integer(1, 60_000), "milliseconds a batch may wait to fill while its file "
+                           "keeps growing (a batch goes out at once when the file has no more)", 200)
     max_line_bytes: int = option(dt.byte_size, "longer lines are truncated and flagged", 1024 * 1024)
     batch_bytes: int = option(dt.byte_size, "bytes per message at most (a longer line goes alone)",
                               512 * 1024)
@@ -457,18 +458,20 @@ class Watcher:
             if tail.waiting_for:
                 continue  # a copy, read once its original is truncated
             self._check_truncation(tail)
+            dry = False
             while tail.pending < group and tail.pending_bytes < group_bytes:
                 got = tail.read(READ_BUDGET)
                 total += got
                 if not got:
+                    dry = True
                     if tail.orphan_since is None and not self._still_at_path(tail):
                         self.rescan_needed = True  # rotated: do not wait for the next rescan
                     break
             if tail.pending and self.first_pending_at is None:
                 self.first_pending_at = time.monotonic()
             full = tail.pending - tail.pending % self.opts.batch_lines
-            if tail.pending_bytes >= group_bytes:
-                full = tail.pending
+            if tail.pending_bytes >= group_bytes or dry:
+                full = tail.pending  # a full group, or all there is: nothing gains by waiting
             if full:
                 self._commit([(tail, full)])
         return total

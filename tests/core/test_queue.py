@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 import redis
@@ -196,6 +198,22 @@ def test_gathering_several_messages_is_one_unit_of_work(r: redis.Redis) -> None:
     assert c.ack(d, Outcome(count=8)) and r.llen(K.inflight("host/w1")) == 0
     d = c.take(gather_items=100, linger=0.2)
     assert d is not None and len(d.raws) == 2 and len(d.items) == 2 and len(d.bad) == 1
+
+
+def test_gathering_takes_what_is_queued_and_never_waits_for_more(r: redis.Redis) -> None:
+    """Without linger, a bulk is what the queue holds (up to the count), taken at once: one
+    message alone is not held back waiting for company."""
+    for n in range(3):
+        push(r, "in", [{"n": n}])
+    c = consumer(r)
+    started = time.monotonic()
+    d = c.take(gather_items=100)
+    assert d is not None and len(d.raws) == 3 and d.count == 3
+    assert c.ack(d, Outcome(count=3))
+    push(r, "in", [{"n": 3}])
+    d = c.take(gather_items=100)
+    assert d is not None and d.count == 1
+    assert time.monotonic() - started < CFG.block_timeout  # no wait at all, either time
 
 
 def test_gathered_messages_are_handed_back_and_reaped_in_order(r: redis.Redis) -> None:

@@ -43,6 +43,13 @@ def step(w: Watcher) -> None:
     w.flush_due(force=True)
 
 
+def read_only(w: Watcher) -> None:
+    """Read every file to its end without committing (what a watcher killed mid-pump holds)."""
+    for tail in w.tails.values():
+        while tail.read(1 << 20):
+            pass
+
+
 def pushed(r: redis.Redis) -> list[dict]:
     return [item for raw in r.lrange(K.queue("out"), 0, -1) for item in message.decode(raw, 1 << 30)]
 
@@ -153,7 +160,7 @@ def test_file_rotated_and_watcher_killed_before_its_first_commit(r: redis.Redis,
     w = start(r, make(log))
     with log.open("a") as f:
         f.write("a1\na2\n")
-    w.pump()  # read, not committed (the batch is not full and not due)
+    read_only(w)  # read, not committed yet
     assert lines_of(r) == []
     stop(w)  # killed
     log.rename(tmp_path / "access.log.1")
@@ -311,7 +318,7 @@ def test_uncertain_commit_is_not_pushed_twice(r: redis.Redis, tmp_path: Path) ->
     log = tmp_path / "a.log"
     log.write_text("one\n")
     w = start(r, make(log))
-    w.pump()
+    read_only(w)
     tail = next(iter(w.tails.values()))
     w._commit([(tail, 1)])
     # pretend the reply was lost: the same lines are pending again and the commit is uncertain
@@ -732,3 +739,21 @@ def test_more_files_than_descriptors_are_all_read_once(r: redis.Redis, tmp_path:
         assert Watcher("w", make(tmp_path / "*.log"), r, K, Flags()).max_open == 256 - 64
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_a_batch_goes_out_as_soon_as_the_file_has_no_more(r: redis.Redis, tmp_path: Path) -> None:
+    """batch_ms is an hour, the batch far from full: the lines still go out on the first pump
+    that reads the file to its end; only lines read while the file keeps growing wait."""
+    log = tmp_path / "a.log"
+    log.write_text("".join(f"line {n}\n" for n in range(3)))
+    w = start(r, make(log, batch_lines=500, batch_ms=3_600_000))
+    try:
+        w.pump()  # no flush_due: nothing is due for an hour
+        assert lines_of(r) == ["line 0", "line 1", "line 2"]
+        assert r.llen(K.queue("out")) == 1
+        with log.open("a") as f:
+            f.write("line 3\n")
+        w.pump()
+        assert lines_of(r)[-1] == "line 3" and w.first_pending_at is None
+    finally:
+        stop(w)
