@@ -28,6 +28,11 @@ def ini_blocks(text: str) -> list[tuple[int, str]]:
 def load_whole(tmp_path: Path, text: str) -> config.Config:
     """Load a block as ``loglines check`` would: the file, every plugin, the queues."""
     path = tmp_path / "loglines.cfg"
+    etc = tmp_path / "etc"
+    etc.mkdir(exist_ok=True)
+    for name in set(re.findall(r"= /etc/loglines/([\w.-]+)", text)):  # the tokens files it names
+        (etc / name).write_text("reader:0123456789abcdef0123\n")
+    text = text.replace("= /etc/loglines/", f"= {etc}/")
     path.write_text(text if "[supervisor]" in text else HEAD + text)
     cfg = config.load(path)
     for program in cfg.programs.values():
