@@ -19,6 +19,7 @@ from elastic_transport import ConnectionError as EsConnectionError
 from elasticsearch import ApiError, Elasticsearch
 
 from pipeline.errors import ConfigError, LoglinesError
+from pipeline.sinks.esids import MARK, ORDERED
 from pipeline.sinks.esindexer import EsIndexerOptions
 
 MIGRATIONS_INDEX = "loglines-migrations"
@@ -79,9 +80,12 @@ def setup(es: Elasticsearch, indexers: dict[str, EsIndexerOptions]) -> list[str]
         if opts.template == "none":
             continue
         template = f"loglines-{name}"
+        # the id scheme the indices it makes take (an index the indexer creates itself is marked
+        # by the indexer; this covers those a bulk request makes, for instance after a deletion)
+        ids = "sha1" if opts.id_scheme == "sha1" else ORDERED
         es.indices.put_index_template(
             name=template, index_patterns=[index_pattern(opts.index)], priority=200,
-            template={"mappings": MAPPINGS[opts.template]},
+            template={"mappings": {**MAPPINGS[opts.template], "_meta": {MARK: ids}}},
             meta={"managed_by": "loglines", "kind": opts.template})
         done.append(f"{template}: {opts.template} mappings for {index_pattern(opts.index)}")
     return done

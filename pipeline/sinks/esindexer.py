@@ -1,9 +1,10 @@
 """The Elasticsearch indexer: records into Elasticsearch exactly once.
 
-Every document gets a deterministic ``_id`` (a sha1 of the line's service, source file
-identity and byte offset; for records without those, of the configured ``id_fields``, else
-of the whole record) and is sent with op type ``create``, so a retry or a redelivery after a
-crash never makes a second document: a 409 counts as delivered. Per-item results are read:
+Every document gets a deterministic ``_id`` (for a line's record, its service, source file
+identity and byte offset, in the scheme its index uses: see :mod:`pipeline.sinks.esids`; for
+records without those, a sha1 of the configured ``id_fields``, else of the whole record) and is
+sent with op type ``create``, so a retry or a redelivery after a crash never makes a second
+document: a 409 counts as delivered. Per-item results are read:
 429/502/503/504 are retried (only those items) with capped exponential backoff and jitter; any
 other rejection (a mapping or parse error) dead-letters that document with Elasticsearch's
 reason. The batch is acknowledged only when every document is indexed, already there, or
@@ -15,11 +16,9 @@ to ``batch_docs`` documents; with ``flush_ms`` the indexer also waits that long 
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,6 +39,7 @@ from pipeline.core.retry import Retry
 from pipeline.core.stats import Stats
 from pipeline.core.worker import Handler, run_consumer
 from pipeline.registry import Component
+from pipeline.sinks.esids import RETRYABLE, SCHEMES, IdSchemes, document_id
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,10 @@ class EsIndexerOptions:
     max_backoff: float = option(dt.number(1), "longest wait between retries, seconds", 60.0)
     template: str = option(dt.choice("none", "access", "kontext"),
                         "index template 'loglines es setup' installs for this index", "none")
+    id_scheme: str = option(dt.choice(*SCHEMES), "ids of lines' records: ordered for new indices and sha1 "
+                            "for those that hold sha1 ids (auto), or one scheme everywhere", "auto")
 
 log = logging.getLogger(__name__)
-
-RETRYABLE = {429, 502, 503, 504}
 
 
 def client(opts: EsIndexerOptions) -> Elasticsearch:
@@ -82,22 +82,6 @@ def client(opts: EsIndexerOptions) -> Elasticsearch:
     if opts.ca_certs:
         kwargs["ca_certs"] = opts.ca_certs
     return Elasticsearch(list(opts.hosts), **kwargs)
-
-
-def document_id(record: dict[str, Any], id_fields: Sequence[str]) -> str:
-    """A line's record: service, file and offset; any other record: ``id_fields``, else the
-    ``event_id`` HTTP ingest gave it, else the whole record (a bare record's own
-    src/off/service cannot steer it onto a line's id)."""
-    line = message.item_id(record) if "logline" in record else None
-    if line is not None:
-        key = f"{record.get('service', '')}\x00{line}".encode()
-    elif id_fields:
-        key = orjson.dumps([record.get(name) for name in id_fields])
-    elif isinstance(record.get("event_id"), str):  # given by HTTP ingest: stable across retries
-        return str(record["event_id"])
-    else:
-        key = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha1(key).hexdigest()
 
 
 _names: dict[tuple[str, str], str] = {}
@@ -149,6 +133,7 @@ class Indexer:
                  stats: Stats | None = None) -> None:
         self.opts, self.es, self.flags, self.name = opts, es, flags, name
         self.stats = stats  # bulk latency and rejections, for the monitor
+        self.ids = IdSchemes(es, opts.id_scheme, name, flags, opts.max_backoff)
 
     def operations(self, records: list[dict[str, Any]]) -> tuple[list[tuple[dict[str, Any], bytes]],
                                                                  list[tuple[dict[str, Any], str]]]:
@@ -158,11 +143,10 @@ class Indexer:
         bad = []
         for record in records:
             try:
+                index = index_name(self.opts.index, record, self.opts.time_field,
+                                   self.opts.max_age_days, self.opts.max_ahead_days)
                 action: dict[str, Any] = {
-                    "_index": index_name(self.opts.index, record, self.opts.time_field,
-                                         self.opts.max_age_days, self.opts.max_ahead_days),
-                    "_id": document_id(record, self.opts.id_fields),
-                }
+                    "_index": index, "_id": document_id(record, self.opts.id_fields, self.ids.ordered(index))}
                 if self.opts.pipeline:
                     action["pipeline"] = self.opts.pipeline
                 source = orjson.dumps(record)

@@ -117,6 +117,8 @@ def test_defaults_embedded_redis(tmp_path: Path) -> None:
         ("[process_x]\ntype = watcher\n", "process_x", "type", "watcher", "plain program"),
         ("[worker_x]\ntype = parser\nlistento = a\npushto = b\nplugin = p\naccept = kind\n",
          "worker_x", "accept", "kind", "field=value"),
+        ("[worker_x]\ntype = esindexer\nlistento = a\nid_scheme = random\n",
+         "worker_x", "id_scheme", "random", "expected one of: auto, ordered, sha1"),
     ],
 )
 def test_errors_name_file_section_key_value(

@@ -40,6 +40,7 @@ def test_setup_checks_the_cluster_and_installs_mappings(es_url: str, write_cfg, 
     assert hits["hits"]["total"]["value"] == 1
     assert hits["hits"]["hits"][0]["_source"]["logline"].startswith("2001:db8::7 - - [")  # kept, not indexed
     assert mapping["properties"]["logline"]["index"] is False
+    assert mapping["_meta"] == {"loglines_ids": "ordered"}  # an index the template makes takes ordered ids
 
 
 def test_setup_says_what_is_wrong_when_unreachable(write_cfg, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import re
 import textwrap
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -13,6 +19,8 @@ from elasticsearch import ApiError, Elasticsearch
 
 from bench.genlog import lines
 from pipeline.core.keys import Keys
+from pipeline.core.lifecycle import Flags
+from pipeline.sinks.esids import IdSchemes, ordered_line_id
 from pipeline.sinks.esindexer import document_id, index_name
 from tests.support.faults import Scenario, es_seen
 from tests.support.procs import SEQ, Worker
@@ -63,6 +71,35 @@ def test_ids_and_index_names() -> None:
     recent = (datetime.now(UTC) - timedelta(days=3)).isoformat()
     assert index_name("access-%Y.%m.%d", {"time": recent}, "time") == "access-" + recent[:10].replace("-", ".")
     assert index_name("logs", record, "time") == "logs"
+
+
+ORDERED_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
+SHA1_ID = re.compile(r"^[0-9a-f]{40}$")
+
+
+def id_bytes(doc_id: str) -> bytes:
+    """What Elasticsearch keeps of a base64url id, and so the order Lucene files it in."""
+    return base64.urlsafe_b64decode(doc_id + "=" * (-len(doc_id) % 4))
+
+
+def test_ordered_line_ids_are_file_then_offset_and_other_ids_keep_their_scheme() -> None:
+    line = {"service": "s", "src": "abc", "logline": "x"}
+    # pinned: a redelivery after an upgrade must get the id its first delivery got
+    assert document_id(dict(line, off=10), ()) == hashlib.sha1(b"s\x00abc:10").hexdigest()
+    assert document_id(dict(line, off=10), (), ordered=True) == ordered_line_id("s", "abc", 10) == "ozo-qYNxXBIAAAAAAAAACg"
+    offsets = [n * 97 for n in range(300)]
+    ids = [document_id(dict(line, off=off), (), ordered=True) for off in offsets]
+    assert all(ORDERED_ID.match(i) for i in ids) and len(set(ids)) == len(ids)
+    assert {id_bytes(i)[:8] for i in ids} == {id_bytes(ids[0])[:8]}  # one file, one head
+    assert [int.from_bytes(id_bytes(i)[8:], "big") for i in ids] == offsets
+    assert sorted(ids, key=id_bytes) == ids  # in bytes, as stored; not as strings ('z' < '0' in base64)
+    assert id_bytes(document_id(dict(line, src="abd", off=10), (), ordered=True))[:8] != id_bytes(ids[0])[:8]
+    assert id_bytes(document_id(dict(line, service="t", off=10), (), ordered=True))[:8] != id_bytes(ids[0])[:8]
+    for off in (-1, 2**64, "10", 1.5, True):  # not an offset a watcher writes: the sha1 id
+        assert document_id(dict(line, off=off), (), ordered=True) == document_id(dict(line, off=off), ())
+    assert int.from_bytes(id_bytes(document_id(dict(line, off=2**64 - 1), (), ordered=True))[8:], "big") == 2**64 - 1
+    for record, fields in (({"a": 1, "b": 2}, ("a",)), ({"event_id": "e-1", "x": 1}, ()), ({"src": "abc", "off": 10}, ())):
+        assert document_id(record, fields, ordered=True) == document_id(record, fields)
 
 
 def test_hostile_times_cannot_make_indices_without_end() -> None:
@@ -264,3 +301,132 @@ def test_ingest_pipeline_is_requested_for_every_document(es_url: str, write_cfg,
     finally:
         for worker in workers:
             worker.stop()
+
+
+def day(days_ago: int) -> str:
+    return (datetime.now(UTC) - timedelta(days=days_ago)).strftime("%Y-%m-%dT12:00:00+00:00")
+
+
+def line_records(src: str, offsets: list[int], when: str) -> list[dict]:
+    return [{"service": "ids", "src": src, "off": off, "logline": f"line {off}", "time": when, "seq": off}
+            for off in offsets]
+
+
+def hits(es: Elasticsearch, index: str) -> list[dict]:
+    from elasticsearch.helpers import scan
+
+    es.indices.refresh(index=index)
+    return list(scan(es, index=index, query={"query": {"match_all": {}}}, _source=["src", "off"], size=5000))
+
+
+def mark(es: Elasticsearch, index: str) -> object:
+    return es.indices.get_mapping(index=index)[index]["mappings"].get("_meta", {}).get("loglines_ids")
+
+
+def test_a_new_index_gets_ordered_ids_that_follow_the_offsets(es_url: str, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    es = es_client(es_url)
+    when = day(1)
+    index = "ids-new-" + when[:10].replace("-", ".")
+    es.options(ignore_status=404).indices.delete(index=index)
+    cfg = write_cfg(indexer_section(es_url, "ids-new-%Y.%m.%d", listento="records"))
+    offsets = {"f1": [n * 97 for n in range(300)], "f2": [n * 55 for n in range(200)]}
+    worker = Worker(cfg, "worker_es", tmp_path).start()
+    try:
+        for src, offs in offsets.items():
+            r.rpush(K.queue("records"), orjson.dumps(line_records(src, offs, when)))
+        wait_for(lambda: count(es, index) >= 500 and r.llen(K.queue("records")) == 0, timeout=60, what="indexing")
+        time.sleep(1)
+        assert count(es, index) == 500 and r.llen(K.dead_letters) == 0
+        assert mark(es, index) == "ordered"
+        by_src: dict[str, list[tuple[int, str]]] = {}
+        for hit in hits(es, index):
+            assert ORDERED_ID.match(hit["_id"]), hit["_id"]
+            assert hit["_id"] == ordered_line_id("ids", hit["_source"]["src"], hit["_source"]["off"])
+            by_src.setdefault(hit["_source"]["src"], []).append((hit["_source"]["off"], hit["_id"]))
+        heads = set()
+        for src, pairs in by_src.items():
+            pairs.sort()
+            assert [off for off, _ in pairs] == offsets[src]
+            ids = [doc_id for _, doc_id in pairs]
+            assert sorted(ids, key=id_bytes) == ids  # within one file the ids follow the offsets
+            assert len({id_bytes(i)[:8] for i in ids}) == 1
+            heads.add(id_bytes(ids[0])[:8])
+        assert len(heads) == 2
+    finally:
+        worker.stop()
+
+
+def test_after_an_upgrade_a_redelivery_into_a_sha1_index_doubles_nothing(es_url: str, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    """The old version (sha1 ids, no mark) indexed a batch; after the upgrade (auto) the same
+    batch comes again, with new lines of that day: the old index keeps sha1 ids, so the batch
+    answers 409 and nothing doubles. The next day's index is new: ordered."""
+    es = es_client(es_url)
+    old_day, new_day = day(3), day(2)
+    old_index, new_index = ("ids-upgrade-" + d[:10].replace("-", ".") for d in (old_day, new_day))
+    for name in (old_index, new_index):
+        es.options(ignore_status=404).indices.delete(index=name)
+    section = indexer_section(es_url, "ids-upgrade-%Y.%m.%d", listento="records")
+    batch = line_records("access.log", list(range(0, 40_000, 100)), old_day)
+    before = Worker(write_cfg(section.replace("max_backoff = 2", "max_backoff = 2\n        id_scheme = sha1")),
+                    "worker_es", tmp_path).start()
+    try:
+        r.rpush(K.queue("records"), orjson.dumps(batch))
+        wait_for(lambda: count(es, old_index) >= 400 and r.llen(K.queue("records")) == 0, timeout=60,
+                 what="the old version's batch")
+    finally:
+        before.stop()
+    assert mark(es, old_index) is None  # as an earlier version left it
+    assert all(SHA1_ID.match(hit["_id"]) for hit in hits(es, old_index))
+    after = Worker(write_cfg(section), "worker_es", tmp_path).start()
+    try:
+        more = line_records("access.log", list(range(40_000, 50_000, 100)), old_day)
+        r.rpush(K.queue("records"), orjson.dumps(batch + more))  # the redelivery, and lines after it
+        r.rpush(K.queue("records"), orjson.dumps(line_records("access.log", list(range(50_000, 60_000, 100)), new_day)))
+        wait_for(lambda: count(es, new_index) >= 100 and r.llen(K.queue("records")) == 0, timeout=60,
+                 what="the new version's batches")
+        time.sleep(1)
+        assert count(es, old_index) == 500  # 400 once, not twice, and the 100 new lines
+        assert all(SHA1_ID.match(hit["_id"]) for hit in hits(es, old_index))
+        assert mark(es, old_index) is None
+        assert count(es, new_index) == 100 and mark(es, new_index) == "ordered"
+        assert all(ORDERED_ID.match(hit["_id"]) for hit in hits(es, new_index))
+        assert r.llen(K.dead_letters) == 0
+        seen = es_seen(es, old_index, "seq")
+        assert set(seen.values()) == {1} and len(seen) == 500
+    finally:
+        after.stop()
+
+
+def test_indexers_racing_to_create_one_index_all_learn_ordered(es_url: str) -> None:
+    """Eight processes' worth of indexers meeting a new index at once: one creates it marked,
+    the others find it made and read the mark; none guesses."""
+    es = es_client(es_url)
+    index = "ids-race"
+    es.options(ignore_status=404).indices.delete(index=index)
+    start = threading.Barrier(8)
+
+    def learn(n: int) -> bool:
+        schemes = IdSchemes(es_client(es_url), "auto", f"worker_es_{n:02d}", Flags(), 2)
+        start.wait()
+        return schemes.ordered(index)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(learn, range(8))) == [True] * 8
+    assert mark(es, index) == "ordered"
+
+
+def test_an_index_is_read_once_and_a_forced_scheme_asks_nothing(es_url: str) -> None:
+    es = es_client(es_url)
+    for name in ("ids-unmarked", "ids-marked"):
+        es.options(ignore_status=404).indices.delete(index=name)
+    es.indices.create(index="ids-unmarked")
+    es.indices.create(index="ids-marked", mappings={"_meta": {"loglines_ids": "ordered"}})
+    schemes = IdSchemes(es, "auto", "worker_es", Flags(), 2)
+    assert schemes.ordered("ids-unmarked") is False and schemes.ordered("ids-marked") is True
+    es.indices.delete(index="ids-unmarked")
+    assert schemes.ordered("ids-unmarked") is False  # kept: not read again
+    assert schemes.ordered("Not-A-Valid-Index-Name") is False  # refused by Elasticsearch: the bulk says why
+    assert "Not-A-Valid-Index-Name" not in schemes.known
+    nowhere = Elasticsearch("http://127.0.0.1:9", request_timeout=1)
+    assert IdSchemes(nowhere, "ordered", "w", Flags(), 2).ordered("x") is True
+    assert IdSchemes(nowhere, "sha1", "w", Flags(), 2).ordered("x") is False
