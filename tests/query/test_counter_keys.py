@@ -76,3 +76,19 @@ def test_two_clicks_at_most_30_seconds_apart_always_share_a_slot() -> None:
         assert set(_counter.slots("k", first)) & set(_counter.slots("k", second)), (first, second)
     for first in range(1_700_000_000, 1_700_000_000 + 120):
         assert not set(_counter.slots("k", first)) & set(_counter.slots("k", first + 61))
+
+
+def test_utc_date_and_hour_for_every_zone_shape() -> None:
+    """The hour kept per local hour must not carry its UTC hour over to a later minute: in a
+    zone of +05:30 the UTC hour changes at half past, of -09:30 too; seconds past :59 and other
+    shapes take the slow path. Each time checked against datetime."""
+    from datetime import UTC, datetime
+
+    zones = ["+00:00", "+01:00", "+05:30", "+05:45", "-09:30", "-03:00", "+14:00"]
+    rng = random.Random(11)
+    for _ in range(20_000):
+        stamp = f"2024-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:" \
+                f"{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}{rng.choice(zones)}"
+        when = datetime.fromisoformat(stamp).astimezone(UTC)
+        assert _counter.utc_parts(stamp) == (when.date().isoformat(), f"{when.hour:02d}", int(when.timestamp())), stamp
+    assert _counter.utc_parts("2024-06-15T13:35:00Z")[1] == "13"
