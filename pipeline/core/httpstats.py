@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 #: the values of the ``method`` label besides ``other``
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 FLUSH_S = 1.0
+LAST_FLUSH_S = 2.0
 
 
 class RequestStats:
@@ -53,6 +54,7 @@ class RequestStats:
         self.client: Any = None  # redis.asyncio.Redis (or its Sentinel or Cluster form)
         self.failing = False
         self._task: asyncio.Task[None] | None = None
+        self._flushing = asyncio.Lock()
 
     @contextlib.contextmanager
     def counting(self, send: Send, endpoint: str, method: str) -> Iterator[Send]:
@@ -81,24 +83,28 @@ class RequestStats:
         self._task = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def stop(self) -> None:
-        """The last flush (best effort: a Redis that does not answer loses this last second)."""
+        """The last flush, best effort and within :data:`LAST_FLUSH_S` (the graceful stop leaves
+        a worker 5 s after its connections): a Redis that does not answer loses the last second."""
         if self._task is not None:
             self._task.cancel()
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self.flush()
+        with contextlib.suppress(TimeoutError, *REDIS_ERRORS):
+            async with asyncio.timeout(LAST_FLUSH_S):
+                await self.flush()
 
     async def flush(self) -> None:
-        """Add what was counted to ``stats``; what Redis does not take is kept for the next flush."""
-        if self.client is None or not (self.stats.pending or self.stats.outcomes):
-            return
-        pending, counts = self.stats.take()
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                self.stats.write(pipe, pending, counts)
-                await pipe.execute()
-        except REDIS_ERRORS:
-            self.stats.add(pending, counts)
-            raise
+        """Add what was counted to ``stats``; what Redis does not take is kept for the next flush.
+        One flush at a time: a scrape's waits for the running one, then reads what both wrote."""
+        async with self._flushing:
+            if self.client is None or not (self.stats.pending or self.stats.outcomes):
+                return
+            pending, counts = self.stats.take()
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    self.stats.write(pipe, pending, counts)
+                    await pipe.execute()
+            except REDIS_ERRORS:
+                self.stats.add(pending, counts)
+                raise
 
     async def _flush_loop(self) -> None:
         while True:
