@@ -128,7 +128,8 @@ def run(cfg: Config, program: ProgramConfig[ApiOptions], flags: Flags) -> int:
 
     opts = program.options
     read, admin = tokens(opts)
-    app = Api(program.name, opts, source(cfg, opts.esindexer, opts.request_timeout, program.name), read, admin)
+    app = Api(program.name, opts, source(cfg, opts.esindexer, opts.request_timeout, program.name), read, admin,
+              cfg.redis_for(program))
     settings = ServerSettings(opts.listen, opts.tls_cert, opts.tls_key, opts.max_connections,
                               graceful_s=max(1.0, program.stopwaitsecs - 5.0))
     return serve(app, settings, flags, reuse_port=program.numprocs > 1)

@@ -1,15 +1,21 @@
 """The routes of the API worker.
 
-``GET /healthz``; ``GET /v1/events`` (every event selected, streamed: JSON, NDJSON, CSV or TSV),
-``GET /v1/events/<id>``, ``DELETE /v1/events/<id>`` and ``DELETE /v1/events?<selection>``
-(admin token; audited); ``GET /v1/analytics/count``, ``/top``, ``/unique``; and
-COUNTER_SUSHI 5.1 under ``/counter/r51/``: ``status``, ``reports``, ``reports/pr``, ``pr_p1``,
-``ir``, ``ir_a1``.
+``GET /healthz``; ``GET /metrics`` (request metrics, :mod:`pipeline.core.httpstats`, and the
+reports and exports made); ``GET /v1/events`` (every event selected, streamed: JSON, NDJSON,
+CSV or TSV), ``GET /v1/events/<id>``, ``DELETE /v1/events/<id>`` and ``DELETE
+/v1/events?<selection>`` (admin token; audited); ``GET /v1/analytics/count``, ``/top``,
+``/unique``; and COUNTER_SUSHI 5.1 under ``/counter/r51/``: ``status``, ``reports``,
+``reports/pr``, ``pr_p1``, ``ir``, ``ir_a1``.
 
 Elasticsearch is called from worker threads, so a slow request never holds the others; streams
 and reports share ``max_concurrent_reports`` slots (then 503). An answer other than success is
 JSON naming what is wrong, ``{"error", "status", "parameter"}``, or on the SUSHI paths a COUNTER
 Exception (``{"Code", "Message", "Data"}``); never a stack trace (that goes to the log).
+
+Requests are counted by route template (:func:`route_of`: ``/v1/events/{id}``, never the id).
+The counts go to the ``stats`` hash of the worker's Redis (``[redis]`` or the section's
+``redis``), which the worker needs for nothing else: while it does not answer, queries are
+answered as ever, the counts wait in memory and ``/metrics`` is a 503.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import asyncio
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -26,7 +32,10 @@ import orjson
 from elastic_transport import ConnectionError as EsConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError
+from prometheus_client.core import CounterMetricFamily, Metric
 
+from pipeline.config import RedisConfig
+from pipeline.core.connection import connect_async
 from pipeline.core.http import (
     HttpError,
     Receive,
@@ -38,7 +47,11 @@ from pipeline.core.http import (
     answer,
     answer_json,
 )
+from pipeline.core.httpstats import RequestStats
+from pipeline.core.keys import Keys
 from pipeline.core.logsetup import safe
+from pipeline.core.stats import figures as stats_figures
+from pipeline.monitor import metrics
 from pipeline.query import analytics, events, reports, sushi, tabular, usage
 from pipeline.query.api import ApiOptions, counter_settings
 from pipeline.query.formats import CONTENT_TYPES, FORMATS, Writer, default_columns, negotiate, table
@@ -50,6 +63,24 @@ T = TypeVar("T")
 EXPORT_PAGE = 2000
 COUNTER = "/counter"  # the base URL of the SUSHI paths
 SUSHI = COUNTER + "/r51/"
+#: route template -> the methods it takes; ``/v1/events/{id}`` stands for every event's path
+ROUTES = {"/healthz": "GET", "/metrics": "GET", "/v1/events": "GET|DELETE", "/v1/events/{id}": "GET|DELETE",
+          "/v1/analytics/count": "GET", "/v1/analytics/top": "GET", "/v1/analytics/unique": "GET"}
+#: the SUSHI paths' templates (they take GET)
+SUSHI_ROUTES = (SUSHI + "status", SUSHI + "reports", SUSHI + "reports/{report}")
+
+
+def route_of(path: str) -> str:
+    """The route template that answers ``path`` (the ``endpoint`` label of the request
+    metrics), ``other`` for a path no route answers."""
+    path = path.rstrip("/") or "/"
+    if path in ROUTES or path in SUSHI_ROUTES:
+        return path
+    if path.startswith("/v1/events/"):
+        return "/v1/events/{id}"
+    if path.startswith(SUSHI + "reports/"):
+        return SUSHI + "reports/{report}"
+    return "other"
 
 
 def _flag(values: dict[str, list[str]], name: str) -> bool:
@@ -70,10 +101,12 @@ def _fields(values: dict[str, list[str]]) -> list[str]:
 class Api:
     """The ASGI application of one ``api`` worker."""
 
-    def __init__(self, name: str, opts: ApiOptions, src: Source, read: Tokens, admin: Tokens | None) -> None:
-        self.name, self.opts, self.src, self.read, self.admin = name, opts, src, read, admin
+    def __init__(self, name: str, opts: ApiOptions, src: Source, read: Tokens, admin: Tokens | None,
+                 rcfg: RedisConfig) -> None:
+        self.name, self.opts, self.src, self.read, self.admin, self.rcfg = name, opts, src, read, admin, rcfg
         self.settings = counter_settings(opts)
         self.slots = asyncio.Semaphore(opts.max_concurrent_reports)
+        self.requests = RequestStats(name, Keys(rcfg.prefix))  # flushed through a client made at start-up
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
@@ -83,13 +116,20 @@ class Api:
             while True:
                 event = await receive()
                 if event["type"] == "lifespan.startup":
+                    self.requests.start(connect_async(self.rcfg))
                     await send({"type": "lifespan.startup.complete"})
                 elif event["type"] == "lifespan.shutdown":
+                    await self.requests.stop()
+                    await self.requests.client.aclose()
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         if scope["type"] != "http":
             return
         request = Request.of(scope, receive)
+        with self.requests.counting(send, route_of(request.path), request.method) as counted:
+            await self._answer(request, receive, counted)
+
+    async def _answer(self, request: Request, receive: Receive, send: Send) -> None:
         counter = request.path.startswith(SUSHI)
         try:
             await self._route(request, receive, send)
@@ -146,9 +186,7 @@ class Api:
         if path.startswith(SUSHI.rstrip("/")):
             await self._counter(request, path[len(COUNTER):], params, send)
             return
-        routes = {"/healthz": "GET", "/v1/events": "GET|DELETE", "/v1/analytics/count": "GET",
-                  "/v1/analytics/top": "GET", "/v1/analytics/unique": "GET"}
-        allowed = routes.get(path) or ("GET|DELETE" if path.startswith("/v1/events/") else None)
+        allowed = ROUTES.get(route_of(path))
         if allowed is None:
             raise HttpError(404, f"no such endpoint: {path[:200]}")
         who, admin = self._who(request)
@@ -157,6 +195,8 @@ class Api:
         if path == "/healthz":
             health = await self.call(lambda: dict(self.src.es.cluster.health()))
             await answer_json(send, 200, {"elasticsearch": health.get("status"), "index": self.src.index})
+        elif path == "/metrics":
+            await answer(send, 200, await self._metrics(), metrics.CONTENT_TYPE)
         elif path.startswith("/v1/events/"):
             doc_id = urllib.parse.unquote(path[len("/v1/events/"):])
             if method == "DELETE":
@@ -203,6 +243,7 @@ class Api:
             pages = events.export(self.src, sel, EXPORT_PAGE, size, fields, order)
             first = await self.call(next, pages, None)  # Elasticsearch's errors come before the answer starts
             await stream.start(200, CONTENT_TYPES[fmt], {"X-Range-From": iso(sel.start), "X-Range-To": iso(sel.end)})
+            self.requests.stats.count(f"api_exports:{fmt}")
             page = first
             while page is not None and not stream.gone.is_set():
                 await stream.write(writer.rows(page))
@@ -299,9 +340,29 @@ class Api:
                      time.monotonic() - started)
         finally:
             self.slots.release()
+        self.requests.stats.count(f"api_reports:{definition.id}")
         if fmt == "json":
             await answer_json(send, 200, sushi.to_json(report))
         else:
             name = f"{definition.id}_{wanted.begin:%Y-%m}_{wanted.end - timedelta(days=1):%Y-%m}.{fmt}"
             await answer(send, 200, tabular.render(report, fmt), CONTENT_TYPES[fmt],
                          {"Content-Disposition": f'attachment; filename="{name}"'})
+
+    async def _metrics(self) -> bytes:
+        """The section's request metrics and the reports and exports it made (every process's,
+        as of their last flush: this one's flushed now), in the Prometheus format."""
+        counters, histograms = stats_figures(await self.requests.totals(), self.name)
+
+        def families() -> Iterator[Metric]:
+            yield from self.requests.families(counters, histograms)
+            made = {"api_reports": CounterMetricFamily("loglines_api_reports_total", "COUNTER reports made "
+                                                       "(SUSHI), by report", labels=["worker", "report"]),
+                    "api_exports": CounterMetricFamily("loglines_api_exports_total", "Event streams started "
+                                                       "(GET /v1/events), by format", labels=["worker", "format"])}
+            for name, n in sorted(counters.items()):
+                head, _, value = name.partition(":")
+                if head in made and value:
+                    made[head].add_metric([self.name, value], n)
+            yield from made.values()
+
+        return metrics.exposition(families)

@@ -16,10 +16,11 @@ Over ``high_water`` messages in the queue (until it is back under ``low_water``)
 Redis unreachable, requests are answered 503 with ``Retry-After``.
 
 ``GET /metrics`` (with a token, as every endpoint) answers the worker's request metrics in the
-Prometheus format: requests by endpoint, method and status, their duration, events taken.
-``numprocs`` processes share the port, so a scrape reaches any one of them: each counts in
-memory and adds its counts to the ``stats`` hash about once a second (``core.stats``), and
-``/metrics`` answers the section's totals from there.
+Prometheus format (:mod:`pipeline.core.httpstats`, shared with the api worker): requests by
+endpoint, method and status, their duration, those in flight; and events taken. ``numprocs``
+processes share the port, so a scrape reaches any one of them: each counts in memory and adds
+its counts to the ``stats`` hash about once a second, and ``/metrics`` answers the section's
+totals from there.
 """
 
 from __future__ import annotations
@@ -37,12 +38,7 @@ from typing import Any
 import orjson
 import redis
 import redis.asyncio
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from pipeline.config import Config, ProgramConfig, RedisConfig
 from pipeline.config import datatypes as dt
@@ -62,10 +58,10 @@ from pipeline.core.http import (
     answer_json,
     serve,
 )
+from pipeline.core.httpstats import RequestStats
 from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags
 from pipeline.core.logsetup import safe
-from pipeline.core.stats import Stats
 from pipeline.core.stats import figures as stats_figures
 from pipeline.core.worker import consumer_id
 from pipeline.monitor import metrics
@@ -137,10 +133,8 @@ class Committer:
     one together. Also watches the queue's length and whether Redis takes writes."""
 
     def __init__(self, client: redis.asyncio.Redis, keys: Keys, opts: HttpOptions, name: str,
-                 rcfg: RedisConfig, stats: Stats) -> None:
-        self.client, self.keys, self.opts, self.name = client, keys, opts, name
-        self.rcfg, self.stats = rcfg, stats
-        self.next_flush = 0.0
+                 rcfg: RedisConfig) -> None:
+        self.client, self.keys, self.opts, self.name, self.rcfg = client, keys, opts, name, rcfg
         self.queue_key = keys.queue(opts.pushto)
         self.script = client.register_script(GROUP_COMMIT)
         self.pending: list[Pending] = []
@@ -221,17 +215,11 @@ class Committer:
         second."""
         probe = self.keys.heartbeat(f"{consumer_id(self.name)}/http")
         while True:
-            pending, counts = 0, dict[str, int]()
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
                     pipe.llen(self.queue_key)
                     pipe.set(probe, b"%.3f" % time.time(), ex=30)
-                    if time.monotonic() >= self.next_flush:  # the request metrics, once a second
-                        pending, counts = self.stats.take()
-                        self.stats.write(pipe, pending, counts)
-                        self.next_flush = time.monotonic() + 1.0
                     length = (await pipe.execute())[0]
-                pending, counts = 0, {}
                 self.writable = True
                 if length >= self.opts.high_water and not self.refusing:
                     log.warning("%s: queue %s holds %d messages (high_water %d): answering 503 until it "
@@ -240,19 +228,8 @@ class Committer:
                 self.refusing = length >= self.opts.high_water or (self.refusing and length > self.low_water)
             except REDIS_ERRORS:
                 self.writable = False
-                self.stats.add(pending, counts)  # not written: counted again at the next flush
             self.checked = time.monotonic()
             await asyncio.sleep(0.2)
-
-    async def flush_stats(self) -> None:
-        pending, counts = self.stats.take()
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                self.stats.write(pipe, pending, counts)
-                await pipe.execute()
-        except REDIS_ERRORS:
-            self.stats.add(pending, counts)
-            raise
 
 
 class Ingest:
@@ -265,8 +242,9 @@ class Ingest:
         self.committer: Committer | None = None
         self.budget: asyncio.Semaphore | None = None  # in units of 64 KiB of pending bodies
         self.service = opts.servicename
-        # request metrics, flushed by the committer; no client of its own (see core.stats)
-        self.stats = Stats(None, self.keys, name)
+        # request metrics, and the events taken in ``stats``, flushed through the committer's client
+        self.requests = RequestStats(name, self.keys)
+        self.stats = self.requests.stats
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -275,35 +253,25 @@ class Ingest:
         if scope["type"] != "http":
             return
         request = Request.of(scope, receive)
-        started = time.monotonic()
-        answered = [0]
-
-        async def counted(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                answered[0] = int(message["status"])
-            await send(message)
-
-        try:
-            await self._route(request, counted)
-        except HttpError as error:
-            await answer_error(counted, error)
-        finally:
-            endpoint = request.path if request.path in ENDPOINTS else "other"
-            method = request.method if request.method in ("GET", "POST", "HEAD") else "other"
-            self.stats.count(f"http_requests:{endpoint}:{method}:{answered[0]}")
-            self.stats.observe(f"http_request_seconds:{endpoint}", time.monotonic() - started)
+        endpoint = request.path if request.path in ENDPOINTS else "other"
+        with self.requests.counting(send, endpoint, request.method) as counted:
+            try:
+                await self._route(request, counted)
+            except HttpError as error:
+                await answer_error(counted, error)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             event = await receive()
             if event["type"] == "lifespan.startup":
-                self.committer = Committer(connect_async(self.rcfg), self.keys, self.opts, self.name,
-                                           self.rcfg, self.stats)
+                self.committer = Committer(connect_async(self.rcfg), self.keys, self.opts, self.name, self.rcfg)
                 self.committer.start()
+                self.requests.start(self.committer.client)
                 self.budget = asyncio.Semaphore(max(1, self.opts.max_pending_bytes // UNIT))
                 await send({"type": "lifespan.startup.complete"})
             elif event["type"] == "lifespan.shutdown":
                 if self.committer is not None:
+                    await self.requests.stop()
                     await self.committer.stop()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -377,27 +345,12 @@ class Ingest:
         """The section's request metrics (every process's, as of their last flush: this one's
         flushed now), in the Prometheus format."""
         assert self.committer is not None
-        try:
-            await self.committer.flush_stats()
-            totals = {k.decode(): int(v) for k, v in (await self.committer.client.hgetall(self.keys.stats)).items()}
-        except REDIS_ERRORS:
-            raise HttpError(503, "Redis does not answer: the metrics are kept there", {"Retry-After": "2"}) from None
+        totals = await self.requests.totals()
         counters, histograms = stats_figures(totals, self.name)
         writable, refusing = self.committer.writable, self.committer.refusing
 
         def families() -> Iterator[Metric]:
-            requests = CounterMetricFamily("loglines_http_requests_total", "Requests answered, by "
-                                           "endpoint, method and status", labels=["worker", "endpoint", "method", "status"])
-            for name, n in sorted(counters.items()):
-                head, _, rest = name.partition(":")
-                if head == "http_requests" and rest.count(":") == 2:
-                    requests.add_metric([self.name, *rest.split(":")], n)
-            duration = HistogramMetricFamily("loglines_http_request_duration_seconds", "Time from a "
-                                             "request's arrival to its answer", labels=["worker", "endpoint"])
-            for name, h in sorted(histograms.items()):
-                head, _, endpoint = name.partition(":")
-                if head == "http_request_seconds":
-                    duration.add_metric([self.name, endpoint], [(le, n) for le, n in h["buckets"]], h["sum"])
+            yield from self.requests.families(counters, histograms)
             events = CounterMetricFamily("loglines_http_events_total", "Events taken (in Redis)", labels=["worker"])
             events.add_metric([self.name], totals.get(self.name, 0))
             state = GaugeMetricFamily("loglines_http_redis_writable", "Whether Redis takes this process's "
@@ -406,7 +359,7 @@ class Ingest:
             high = GaugeMetricFamily("loglines_http_over_high_water", "Whether the queue is over "
                                      "high_water (requests get 503)", labels=["worker"])
             high.add_metric([self.name], 1 if refusing else 0)
-            yield from (requests, duration, events, state, high)
+            yield from (events, state, high)
 
         return metrics.exposition(families)
 

@@ -195,6 +195,7 @@ def test_10000_distinct_client_ips_add_no_series(write_cfg, r: redis.Redis, tmp_
         assert get(http)[0] == 401  # the ingest's /metrics wants a token too
         assert value(parsed, "loglines_http_request_duration_seconds_count", worker="worker_ingest",
                      endpoint="/v1/events") == 21
+        assert value(parsed, "loglines_http_requests_in_flight", worker="worker_ingest") == 0  # besides the scrape
     finally:
         for w in workers:
             w.stop()

@@ -62,7 +62,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer, es_
         deployment.close()
 
 
-ENDPOINTS = [("GET", "/healthz"), ("GET", "/v1/events"), ("GET", "/v1/events/exp-1"), ("DELETE", "/v1/events/exp-1"),
+ENDPOINTS = [("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/v1/events"), ("GET", "/v1/events/exp-1"), ("DELETE", "/v1/events/exp-1"),
              ("DELETE", "/v1/events?service=exp"), ("GET", "/v1/analytics/count"), ("GET", "/v1/analytics/top?field=kind"),
              ("GET", "/v1/analytics/unique?field=session"), ("GET", "/counter/r51/status"),
              ("GET", "/counter/r51/reports"), ("GET", "/counter/r51/reports/pr"), ("GET", "/counter/r51/reports/ir"),
