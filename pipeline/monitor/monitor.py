@@ -181,11 +181,11 @@ class Monitor:
         return self.tokens is not None and self.tokens.name_of(headers) is not None
 
     async def route(self, request: Request, send: Send) -> None:
-        if request.path not in ("/", "/metrics", "/healthz"):
-            raise HttpError(404, f"no such page: {request.path[:200]}")
-        if not self.allowed(request.headers):
+        if not self.allowed(request.headers):  # first: nothing, not even a 404, answers unasked
             raise HttpError(401, "the console's user and password (or a token) are needed",
                             {"WWW-Authenticate": 'Basic realm="loglines monitor", charset="UTF-8"'})
+        if request.path not in ("/", "/metrics", "/healthz"):
+            raise HttpError(404, f"no such page: {request.path[:200]}")
         if request.method not in ("GET", "HEAD"):
             raise HttpError(405, f"{request.path} takes GET", {"Allow": "GET"})
         if request.path == "/metrics":

@@ -186,10 +186,10 @@ class Api:
         if path.startswith(SUSHI.rstrip("/")):
             await self._counter(request, path[len(COUNTER):], params, send)
             return
+        who, admin = self._who(request)  # first: nothing, not even a 404, answers unasked
         allowed = ROUTES.get(route_of(path))
         if allowed is None:
             raise HttpError(404, f"no such endpoint: {path[:200]}")
-        who, admin = self._who(request)
         if method not in allowed.split("|"):
             raise HttpError(405, f"{path} takes {allowed.replace('|', ' or ')}", {"Allow": allowed.replace("|", ", ")})
         if path == "/healthz":

@@ -277,13 +277,13 @@ class Ingest:
                 return
 
     async def _route(self, request: Request, send: Send) -> None:
-        method = ENDPOINTS.get(request.path)
-        if method is None:
-            raise HttpError(404, f"no such endpoint: {request.path[:200]}")
-        token = self.tokens.name_of(request.headers)
+        token = self.tokens.name_of(request.headers)  # first: nothing, not even a 404, answers unasked
         if token is None:
             raise HttpError(401, "a valid token is needed (Authorization: Bearer <token>)",
                             {"WWW-Authenticate": 'Bearer realm="loglines"'})
+        method = ENDPOINTS.get(request.path)
+        if method is None:
+            raise HttpError(404, f"no such endpoint: {request.path[:200]}")
         if request.method != method:
             raise HttpError(405, f"{request.path} takes {method}", {"Allow": method})
         assert self.committer is not None

@@ -95,6 +95,7 @@ def test_metrics_parse_need_a_password_or_token_and_agree_with_status(write_cfg,
         assert get(base + "/metrics", ("admin", "wrong"))[0] == 401
         assert get(base + "/metrics", token="not-the-token-at-all-00")[0] == 401
         assert get(base + "/", ("nobody", "test-password"))[0] == 401
+        assert get(base + "/nowhere")[0] == 401  # not even a 404 unasked
         status, by_token = get(base + "/metrics", token=TOKEN)
         assert status == 200
         code, text = get(base + "/metrics", ("admin", "test-password"))

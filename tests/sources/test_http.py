@@ -104,6 +104,7 @@ def test_every_status(ingest: Ingest, r: redis.Redis) -> None:
     assert requests.get(ingest.url + "/healthz", timeout=5).status_code == 401  # nothing answers unasked
     assert requests.get(ingest.url + "/v1/events", headers=AUTH, timeout=5).status_code == 405
     assert requests.get(ingest.url + "/nowhere", headers=AUTH, timeout=5).status_code == 404
+    assert requests.get(ingest.url + "/nowhere", timeout=5).status_code == 401  # not even a 404 unasked
     assert ingest.post(b"<a/>", "application/xml").status_code == 415
     assert ingest.post(b'"text"').status_code == 400
     assert ingest.post(b"x" * (1024 * 1024 + 1)).status_code == 413
