@@ -165,6 +165,23 @@ class Stream:
                 return
 
 
+async def lifespan(receive: Receive, send: Send, startup: Callable[[], Awaitable[None]] | None = None,
+                   shutdown: Callable[[], Awaitable[None]] | None = None) -> None:
+    """The ASGI lifespan of an app: ``startup`` before the first request, ``shutdown`` after
+    the last (the server's graceful stop)."""
+    while True:
+        event = await receive()
+        if event["type"] == "lifespan.startup":
+            if startup is not None:
+                await startup()
+            await send({"type": "lifespan.startup.complete"})
+        elif event["type"] == "lifespan.shutdown":
+            if shutdown is not None:
+                await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
 async def answer(send: Send, status: int, body: bytes, content_type: str = "application/json",
                  headers: Mapping[str, str] | None = None) -> None:
     pairs = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]

@@ -42,6 +42,7 @@ from pipeline.core.http import (
     answer,
     answer_error,
     answer_json,
+    lifespan,
     serve,
 )
 from pipeline.core.keys import Keys
@@ -152,16 +153,13 @@ class Monitor:
 
     # -- HTTP -----------------------------------------------------------------------------
 
+    async def _startup(self) -> None:
+        self.thread.start()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                event = await receive()
-                if event["type"] == "lifespan.startup":
-                    self.thread.start()
-                    await send({"type": "lifespan.startup.complete"})
-                elif event["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send, self._startup)
+            return
         if scope["type"] != "http":
             return
         request = Request.of(scope, receive)

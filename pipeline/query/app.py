@@ -46,6 +46,7 @@ from pipeline.core.http import (
     Tokens,
     answer,
     answer_json,
+    lifespan,
 )
 from pipeline.core.httpstats import RequestStats
 from pipeline.core.keys import Keys
@@ -111,18 +112,17 @@ class Api:
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(fn, *args)
 
+    async def _startup(self) -> None:
+        self.requests.start(connect_async(self.rcfg))
+
+    async def _shutdown(self) -> None:
+        await self.requests.stop()
+        await self.requests.client.aclose()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                event = await receive()
-                if event["type"] == "lifespan.startup":
-                    self.requests.start(connect_async(self.rcfg))
-                    await send({"type": "lifespan.startup.complete"})
-                elif event["type"] == "lifespan.shutdown":
-                    await self.requests.stop()
-                    await self.requests.client.aclose()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send, self._startup, self._shutdown)
+            return
         if scope["type"] != "http":
             return
         request = Request.of(scope, receive)

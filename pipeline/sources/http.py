@@ -56,6 +56,7 @@ from pipeline.core.http import (
     answer,
     answer_error,
     answer_json,
+    lifespan,
     serve,
 )
 from pipeline.core.httpstats import RequestStats
@@ -248,7 +249,7 @@ class Ingest:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await lifespan(receive, send, self._startup, self._shutdown)
             return
         if scope["type"] != "http":
             return
@@ -260,21 +261,16 @@ class Ingest:
             except HttpError as error:
                 await answer_error(counted, error)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            event = await receive()
-            if event["type"] == "lifespan.startup":
-                self.committer = Committer(connect_async(self.rcfg), self.keys, self.opts, self.name, self.rcfg)
-                self.committer.start()
-                self.requests.start(self.committer.client)
-                self.budget = asyncio.Semaphore(max(1, self.opts.max_pending_bytes // UNIT))
-                await send({"type": "lifespan.startup.complete"})
-            elif event["type"] == "lifespan.shutdown":
-                if self.committer is not None:
-                    await self.requests.stop()
-                    await self.committer.stop()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def _startup(self) -> None:
+        self.committer = Committer(connect_async(self.rcfg), self.keys, self.opts, self.name, self.rcfg)
+        self.committer.start()
+        self.requests.start(self.committer.client)
+        self.budget = asyncio.Semaphore(max(1, self.opts.max_pending_bytes // UNIT))
+
+    async def _shutdown(self) -> None:
+        if self.committer is not None:
+            await self.requests.stop()
+            await self.committer.stop()
 
     async def _route(self, request: Request, send: Send) -> None:
         token = self.tokens.name_of(request.headers)  # first: nothing, not even a 404, answers unasked
