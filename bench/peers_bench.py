@@ -1,6 +1,6 @@
-"""loglines side by side with rsyslog on the same machine, the same file, Redis and node.
+"""loglines side by side with rsyslog on the same machine, the same file, Redis and node
+(P1 and P2, into Redis, are bench/redis_peers_bench.py).
 
-P1  file -> Redis: the watcher (offsets committed) vs rsyslog imfile -> omhiredis.
 P4  file -> searchable in Elasticsearch: watcher -> parser -> indexer (three processes) vs
     rsyslog imfile -> omelasticsearch (bulk mode). Ours parses every line into fields; the
     peer sends the raw line.
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from elasticsearch import Elasticsearch
 
-from bench.common import access_log, elasticsearch, private_redis, push_file, row
+from bench.common import access_log, cpu_seconds, elasticsearch, med, private_redis, row
 from bench.genlog import lines
 from bench.rsyslog import Rsyslog, wait_until
 
@@ -46,45 +46,7 @@ def current_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 ES_PID: list[int] = []  # the node's process, when the benchmark started it: its CPU is counted too
-
-
-def med(values: list[float]) -> str:
-    return f"median of {len(values)}, {min(values):,.0f}..{max(values):,.0f}"
-
-
-# -- P1 ----------------------------------------------------------------------------------------
-
-
-def p1(count: int, runs: int) -> None:
-    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
-    log = access_log(work / "access.log", count)
-    server = private_redis(work / "redis")
-    client = server.client()
-    ours, peer = [], []
-    try:
-        for _ in range(runs):
-            client.flushall()
-            started = time.perf_counter()
-            assert push_file(client, log) == count
-            ours.append(count / (time.perf_counter() - started))
-            client.flushall()
-            with Rsyslog.to_redis(log, server.url, "raw"):
-                peer.append(count / wait_until(lambda: client.llen("raw") >= count))
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    o, p = statistics.median(ours), statistics.median(peer)
-    print(f"P1 file->Redis, loglines watcher: {o:,.0f} lines/s ({med(ours)})")
-    print(f"P1 file->Redis, rsyslog imfile->omhiredis: {p:,.0f} lines/s ({med(peer)})")
-    print(f"P1 ratio: {o / p:.2f}x (target 3.0x)")
-    row(f"P1 file -> Redis (lines/s, {count:,} lines, median of {runs})", f"{o:,.0f}", f"{p:,.0f}",
-        f"{o / p:.2f}x", ">= 3.0x")
 
 
 # -- P4, P5, P6: to Elasticsearch -------------------------------------------------------------
@@ -346,21 +308,19 @@ def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["p1", "es", "p4", "p6", "all"], nargs="?", default="all")
-    parser.add_argument("--lines", type=int, default=1_000_000, help="P1 file size")
+    parser.add_argument("what", choices=["es", "p4", "p6"], nargs="?", default="es",
+                        help="es: P4, P5 and P6")
     parser.add_argument("--es-lines", type=int, default=200_000, help="P4/P6 backlog drained to Elasticsearch")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=int, default=20_000, help="P5 lines/s")
     parser.add_argument("--seconds", type=float, default=10, help="P5 duration")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="P6 lines waiting while Elasticsearch is down")
     args = parser.parse_args()
-    if args.what in ("p1", "all"):
-        p1(args.lines, args.runs)
     if args.what == "p6":  # only the Elasticsearch-down part: no node needed
         down = es_down_rss("http://127.0.0.1:9", args.backlog)
         row(f"P6 indexer peak RSS, Elasticsearch unreachable 30 s, {args.backlog:,} lines waiting (MiB)",
             f"{down:.1f}", target="<= 60 MiB, flat")
-    if args.what in ("es", "p4", "all"):
+    if args.what in ("es", "p4"):
         with elasticsearch() as (url, pid):
             ES_PID[:] = [pid] if pid else []
             to_elasticsearch(url, args.es_lines, args.runs, args.rate, args.seconds, args.backlog,
