@@ -147,7 +147,7 @@ def p2(count: int, runs: int) -> None:
                 system: Any = (OursParsing(log, server.url) if name == "loglines"
                                else SyslogNg.parsed_to_redis(log, server.url, "parsed"))
                 with system:
-                    pids = system.pids() if name == "loglines" else {"syslog-ng": system.pid}
+                    pids = system.pids()
                     settle(pids.values())
                     before = {n: cpu_seconds(pid) for n, pid in pids.items()}
                     started = time.perf_counter()

@@ -162,6 +162,9 @@ log {{ source(s_log); {parser} destination(d_out); flags(flow-control); }};
         assert self.proc is not None
         return self.proc.pid
 
+    def pids(self) -> dict[str, int]:
+        return {"syslog-ng": self.pid}
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
