@@ -29,13 +29,15 @@ test: install
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES); }
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
-## make bench: every benchmark beside its peer (rsyslog from Debian, installed if missing)
+## make bench: every benchmark beside its peers (rsyslog from Debian, installed if missing;
+## syslog-ng from Debian, which conflicts with rsyslog: downloaded and unpacked into bench/.peers/)
 RSYSLOG_PACKAGES := rsyslog rsyslog-hiredis rsyslog-elasticsearch wrk
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 bench: install
 	@dpkg -s $(RSYSLOG_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(RSYSLOG_PACKAGES); }
 	$(PIP) install --quiet -e '.[test,bench]'
+	$(PY) -m bench.syslogng install
 	$(PY) -m bench.run
 
 ## make lint: ruff over everything, mypy (strict) over pipeline/

@@ -6,7 +6,8 @@ import os
 import shutil
 import statistics
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +27,32 @@ def access_log(path: Path, count: int, seed: int = 1, kontext: bool = False) -> 
             if batch:
                 handle.write("\n".join(batch) + "\n")
     return path
+
+
+def append(source: Path, target: Path) -> None:
+    """Append the whole of ``source`` to ``target`` (a file a running system is reading)."""
+    with source.open("rb") as src, target.open("ab") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (/proc/<pid>/stat utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle(pids: Iterable[int], timeout: float = 60) -> None:
+    """Wait until processes just started are idle (imports done, connections made): together
+    under 5 % of a core over half a second; at most ``timeout`` seconds."""
+    pids = list(pids)
+    deadline = time.monotonic() + timeout
+    last = sum(map(cpu_seconds, pids))
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sum(map(cpu_seconds, pids))
+        if now - last < 0.025:
+            return
+        last = now
 
 
 def private_redis(workdir: Path | None = None) -> RedisServer:
@@ -73,6 +100,31 @@ def run_with_redis(lines_count: int, runs: int, label: str, measure: Callable[..
         return med
     finally:
         server.stop()
+
+
+#: Our worker sections, by what they do (numprocs copies are named ``<section>_NN``).
+ROLES = {"logger_w": "watcher", "worker_p": "parser", "worker_e": "indexer"}
+
+
+def med(values: list[float]) -> str:
+    return f"median of {len(values)}, {min(values):,.0f}..{max(values):,.0f}"
+
+
+def per_100k(cpu: dict[str, float], count: int) -> dict[str, float]:
+    """CPU seconds per 100,000 lines, our numprocs copies added up under their role."""
+    out: dict[str, float] = {}
+    for name, seconds in cpu.items():
+        role = ROLES.get(name[:8], name)
+        out[role] = out.get(role, 0.0) + seconds * 100_000 / count
+    return out
+
+
+def cpu_text(cpu: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.2f}" for name, value in cpu.items())
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {name: statistics.median(run[name] for run in runs) for name in runs[0]}
 
 
 def row(benchmark: str, ours: str, peer: str = "-", ratio: str = "-", target: str = "") -> None:

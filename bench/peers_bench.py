@@ -1,34 +1,51 @@
-"""loglines side by side with rsyslog on the same machine, the same file, Redis and node.
+"""loglines side by side with rsyslog on the same machine, the same file, Redis and node
+(P1 and P2, into Redis, are bench/redis_peers_bench.py).
 
-P1  file -> Redis: the watcher (offsets committed) vs rsyslog imfile -> omhiredis.
 P4  file -> searchable in Elasticsearch: watcher -> parser -> indexer (three processes) vs
     rsyslog imfile -> omelasticsearch (bulk mode). Ours parses every line into fields; the
-    peer sends the raw line.
-P5  latency at a steady write rate: time from a line's write to its document being
-    searchable (the node's default 1 s refresh), p50 and p99, for both.
+    peer sends the raw line. The CPU seconds of every process, and of the node, per 100,000
+    lines (/proc/<pid>/stat before and after).
+P5  latency at a steady write rate both systems sustain (half the slower one's P4 rate): time
+    from a line's write to its document being searchable (the node's default 1 s refresh),
+    p50 and p99, for both (bench/latency.py).
 P6  peak RSS (VmHWM) of every process while a backlog drains, and of the indexer while
     Elasticsearch is unreachable.
 
-Each figure is the median of ``--runs`` runs, ours and the peer's interleaved. Output lines
-are ``label: figure`` for bench/run.py.
+P4 and P5 start each system on an empty file and wait until its processes are idle (started,
+imports done, connected) before the data is appended or written: the figures and the CPU
+seconds are the work, not the start. Each figure is the median of ``--runs`` runs, ours and
+the peer's interleaved. Output lines are ``label: figure`` and ``ROW|...`` for bench/run.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from bench.common import access_log, elasticsearch, private_redis, push_file, row
-from bench.genlog import lines
+from bench import latency
+from bench.common import (
+    access_log,
+    append,
+    cpu_seconds,
+    cpu_text,
+    elasticsearch,
+    med,
+    medians,
+    per_100k,
+    private_redis,
+    row,
+    settle,
+)
 from bench.rsyslog import Rsyslog, wait_until
 
 
@@ -46,45 +63,7 @@ def current_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 ES_PID: list[int] = []  # the node's process, when the benchmark started it: its CPU is counted too
-
-
-def med(values: list[float]) -> str:
-    return f"median of {len(values)}, {min(values):,.0f}..{max(values):,.0f}"
-
-
-# -- P1 ----------------------------------------------------------------------------------------
-
-
-def p1(count: int, runs: int) -> None:
-    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
-    log = access_log(work / "access.log", count)
-    server = private_redis(work / "redis")
-    client = server.client()
-    ours, peer = [], []
-    try:
-        for _ in range(runs):
-            client.flushall()
-            started = time.perf_counter()
-            assert push_file(client, log) == count
-            ours.append(count / (time.perf_counter() - started))
-            client.flushall()
-            with Rsyslog.to_redis(log, server.url, "raw"):
-                peer.append(count / wait_until(lambda: client.llen("raw") >= count))
-    finally:
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
-    o, p = statistics.median(ours), statistics.median(peer)
-    print(f"P1 file->Redis, loglines watcher: {o:,.0f} lines/s ({med(ours)})")
-    print(f"P1 file->Redis, rsyslog imfile->omhiredis: {p:,.0f} lines/s ({med(peer)})")
-    print(f"P1 ratio: {o / p:.2f}x (target 3.0x)")
-    row(f"P1 file -> Redis (lines/s, {count:,} lines, median of {runs})", f"{o:,.0f}", f"{p:,.0f}",
-        f"{o / p:.2f}x", ">= 3.0x")
 
 
 # -- P4, P5, P6: to Elasticsearch -------------------------------------------------------------
@@ -98,6 +77,7 @@ class Ours:
     """watcher -> parser -> indexer as three worker processes, on a private Redis."""
 
     name = "loglines"
+    key_field = "off"  # what finds a line's document in P5: its offset in the file
 
     parse = True
     processes = int(os.environ.get("BENCH_PROCESSES", "1"))  # per consuming worker, as numprocs
@@ -133,6 +113,8 @@ class Ours:
                                   capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
             if done.returncode != 0:
                 raise SystemExit(f"loglines es setup failed: {done.stderr}")
+            with Elasticsearch(self.es_url, request_timeout=60) as es:  # as the peer's is, before the start
+                es.options(ignore_status=400).indices.create(index=self.index)
         for worker in self.workers:
             worker.start()
         return self
@@ -164,14 +146,17 @@ class OursRaw(Ours):
 
 class Peer:
     name = "rsyslog"
+    key_field = "seq"  # P5: the line's seq=N, a field of its document (PeerSeq's template)
+    seq = False
 
     def __init__(self, log: Path, es_url: str, index: str) -> None:
-        self.rsyslog = Rsyslog.to_elasticsearch(log, es_url, index)
+        self.rsyslog = Rsyslog.to_elasticsearch(log, es_url, index, seq=self.seq)
         self.es_url, self.index = es_url, index
 
     def __enter__(self) -> Peer:
+        mappings = {**RAW_MAPPING, "seq": {"type": "long"}} if self.seq else RAW_MAPPING
         with Elasticsearch(self.es_url, request_timeout=60) as es:  # explicit mappings, as ours has
-            es.options(ignore_status=400).indices.create(index=self.index, mappings={"properties": RAW_MAPPING})
+            es.options(ignore_status=400).indices.create(index=self.index, mappings={"properties": mappings})
         self.rsyslog.start()
         return self
 
@@ -180,6 +165,12 @@ class Peer:
 
     def __exit__(self, *exc: object) -> None:
         self.rsyslog.stop()
+
+
+class PeerSeq(Peer):
+    """The peer for P5: each document also carries the line's number."""
+
+    seq = True
 
 
 def searchable(es: Elasticsearch, index: str) -> int:
@@ -193,73 +184,29 @@ def fresh(es: Elasticsearch, index: str) -> None:
     es.options(ignore_status=404).indices.delete(index=index)
 
 
-def throughput(make: Callable[[Path, str, str], object], es: Elasticsearch, url: str, log: Path,
-               count: int, index: str) -> tuple[float, dict[str, float]]:
-    """lines/s from start to every document searchable, and each process's peak RSS."""
+def throughput(make: Callable[[Path, str, str], Any], es: Elasticsearch, url: str, log: Path,
+               count: int, index: str) -> tuple[float, dict[str, float], dict[str, float]]:
+    """lines/s from the log's append to every document searchable; each process's peak RSS;
+    each process's CPU seconds (and the node's) for that work, per 100,000 lines."""
     fresh(es, index)
-    es_cpu = cpu_seconds(ES_PID[0]) if ES_PID else 0.0
-    started = time.perf_counter()
-    with make(log, url, index) as system:  # type: ignore[attr-defined]
+    target = log.with_name(f"{index}.log")
+    target.write_bytes(b"")
+    with make(target, url, index) as system:
         pids = system.pids()
+        watched = {**pids, **({"elasticsearch": ES_PID[0]} if ES_PID else {})}
+        settle(watched.values())
+        before = {name: cpu_seconds(pid) for name, pid in watched.items()}
+        started = time.perf_counter()
+        append(log, target)
         wait_until(lambda: searchable(es, index) >= count, timeout=3600, interval=0.2)
         elapsed = time.perf_counter() - started
         rss = {name: peak_rss_mib(pid) for name, pid in pids.items()}
-        cpu = {name: cpu_seconds(pid) for name, pid in pids.items()}
-    if ES_PID:
-        cpu["elasticsearch"] = cpu_seconds(ES_PID[0]) - es_cpu
-    print(f"   CPU seconds per 100,000 lines, {make.name}: " + ", ".join(  # type: ignore[attr-defined]
-        f"{name} {value * 100_000 / count:.1f}" for name, value in cpu.items()) + f" (wall {elapsed:.1f} s)")
+        cpu = per_100k({name: cpu_seconds(pid) - before[name] for name, pid in watched.items()}, count)
+    print(f"   CPU seconds per 100,000 lines, {make.name}: {cpu_text(cpu)} "  # type: ignore[attr-defined]
+          f"(wall {elapsed:.1f} s)")
     fresh(es, index)
-    return count / elapsed, rss
-
-
-def latency(make: Callable[[Path, str, str], object], es: Elasticsearch, url: str, rate: int,
-            seconds: float, index: str) -> tuple[float, float, float]:
-    """p50 and p99 seconds from write to searchable at ``rate`` lines/s; and the rate achieved."""
-    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
-    log = work / "access.log"
-    log.write_text("")
-    fresh(es, index)
-    written: list[tuple[float, int]] = []  # (when, lines written so far)
-    seen: list[tuple[float, int]] = []  # (when, documents searchable)
-    total = int(rate * seconds)
-    every = list(lines(total, seed=5))
-    with make(log, url, index) as _system:  # type: ignore[attr-defined]
-        time.sleep(2)  # let the processes start before the clock runs
-        done = threading.Event()
-
-        def poll() -> None:
-            while not done.is_set():
-                seen.append((time.perf_counter(), searchable(es, index)))
-                time.sleep(0.05)
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        slice_lines = max(1, rate // 100)  # 10 ms slices
-        started = time.perf_counter()
-        with log.open("a") as handle:
-            for n in range(0, total, slice_lines):
-                due = started + n / rate
-                if (wait := due - time.perf_counter()) > 0:
-                    time.sleep(wait)
-                handle.write("\n".join(every[n:n + slice_lines]) + "\n")
-                handle.flush()
-                written.append((time.perf_counter(), min(n + slice_lines, total)))
-        achieved = total / (time.perf_counter() - started)
-        wait_until(lambda: searchable(es, index) >= total, timeout=3600, interval=0.2)
-        done.set()
-        poller.join()
-    fresh(es, index)
-    shutil.rmtree(work, ignore_errors=True)
-    delays = []
-    j = 0
-    for when, upto in written:
-        while j < len(seen) and seen[j][1] < upto:
-            j += 1
-        if j < len(seen):
-            delays.append(seen[j][0] - when)
-    delays.sort()
-    return delays[len(delays) // 2], delays[int(len(delays) * 0.99)], achieved
+    target.unlink()
+    return count / elapsed, rss, cpu
 
 
 def es_down_rss(url: str, backlog: int) -> float:
@@ -280,21 +227,81 @@ def es_down_rss(url: str, backlog: int) -> float:
     return rss
 
 
+def cpu_table(cpu: dict[str, list[dict[str, float]]], runs: int) -> None:
+    """P4's CPU seconds per 100,000 lines: each process, ours added up, and the node."""
+    ours, raw, peer = medians(cpu["loglines"]), medians(cpu["loglines-raw"]), medians(cpu["rsyslog"])
+    node = {name: m.pop("elasticsearch", float("nan")) for name, m in
+            (("loglines", ours), ("loglines-raw", raw), ("rsyslog", peer))}
+    total, total_raw, rsyslogd = sum(ours.values()), sum(raw.values()), sum(peer.values())
+    for name, figures, node_cpu in (("loglines (parsed)", ours, node["loglines"]),
+                                    ("loglines raw lines", raw, node["loglines-raw"]),
+                                    ("rsyslog (raw lines)", peer, node["rsyslog"])):
+        print(f"P4 CPU seconds per 100,000 lines, {name}: {cpu_text(figures)}; total "
+              f"{sum(figures.values()):.2f}; Elasticsearch {node_cpu:.2f} (median of {runs})")
+    print(f"P4 CPU target: ours <= 2.5 s per 100,000 parsed records: {total:.2f} "
+          f"({'met' if total <= 2.5 else 'not met'})")
+    roles = " / ".join(ours)
+    row(f"P4 CPU-s per 100,000 lines, our processes ({roles}; median of {runs})",
+        f"{total:.2f} ({' / '.join(f'{v:.2f}' for v in ours.values())}) parsed", f"{rsyslogd:.2f} raw",
+        f"{total / rsyslogd:.2f}x", "<= 2.5 (ours)")
+    row("P4 CPU-s per 100,000 lines, raw lines on both sides (watcher / indexer)",
+        f"{total_raw:.2f} ({' / '.join(f'{v:.2f}' for v in raw.values())})", f"{rsyslogd:.2f}",
+        f"{total_raw / rsyslogd:.2f}x", "")
+    row("P4 CPU-s per 100,000 lines, the Elasticsearch node (parsed; raw lines)",
+        f"{node['loglines']:.2f}; {node['loglines-raw']:.2f}", f"{node['rsyslog']:.2f} raw",
+        f"{node['loglines'] / node['rsyslog']:.2f}x", "")
+
+
+def p5(es: Elasticsearch, url: str, rate: int, seconds: float, runs: int) -> None:
+    """Latency at ``rate`` for ours and the peer, runs interleaved."""
+    work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
+    found: dict[str, list[latency.Latency]] = {"loglines": [], "rsyslog": []}
+    for _ in range(runs):
+        for make in (Ours, PeerSeq):
+            index = f"p5-{make.name}"
+            fresh(es, index)
+            start = functools.partial(make, es_url=url, index=index)
+            found[make.name].append(latency.measure(start, es, index, make.key_field, work, rate, seconds))
+            fresh(es, index)
+    shutil.rmtree(work, ignore_errors=True)
+    figures = {}
+    for name, results in found.items():
+        p50, p99 = statistics.median(r.p50 for r in results), statistics.median(r.p99 for r in results)
+        figures[name] = (p50, p99)
+        never = sum(r.never for r in results)
+        print(f"P5 latency at {rate:,} lines/s for {seconds:.0f} s, {name}: p50 {p50:.2f} s, p99 {p99:.2f} s "
+              f"(median of {runs}; p99 {min(r.p99 for r in results):.2f}..{max(r.p99 for r in results):.2f}, "
+              f"worst line {max(r.worst for r in results):.2f} s, written at "
+              f"{statistics.median(r.rate for r in results):,.0f} lines/s"
+              f"{f', {never:,} lines never searchable' if never else ''}; target p99 <= 1.5 s)")
+    ours_p, peer_p = figures["loglines"], figures["rsyslog"]
+    row(f"P5 write -> searchable at {rate:,} lines/s (half the slower P4), p50 / p99 (s, median of {runs})",
+        f"{ours_p[0]:.2f} / {ours_p[1]:.2f}", f"{peer_p[0]:.2f} / {peer_p[1]:.2f}",
+        f"{ours_p[1] / peer_p[1]:.2f}x (p99)" if peer_p[1] else "-", "p99 <= 1.5 s")
+
+
 def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float, backlog: int,
-                     only_p4: bool = False) -> None:
+                     what: str = "es") -> None:
+    """P4 (with its CPU table), then P5 at ``rate`` (0: half the slower system's P4 rate), then P6."""
     es = Elasticsearch(url, request_timeout=120)
     work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
+    if what == "p5":
+        if not rate:
+            raise SystemExit("p5 alone needs --rate (half the slower system's P4 rate)")
+        p5(es, url, rate, seconds, runs)
+        return
     log = access_log(work / "access.log", count, seed=22)
-    results: dict[str, list[float]] = {"loglines": [], "rsyslog": []}
+    results: dict[str, list[float]] = {"loglines": [], "loglines-raw": [], "rsyslog": []}
+    cpu: dict[str, list[dict[str, float]]] = {name: [] for name in results}
     rss: dict[str, list[float]] = {}
-    results["loglines-raw"] = []
     warm = access_log(work / "warm.log", 20_000, seed=23)
     for make in (Peer, Ours):  # a fresh node is slow at first: nobody's run should pay for that
         throughput(make, es, url, warm, 20_000, f"warm-{make.name}")
     for _ in range(runs):
         for make in (Ours, OursRaw, Peer):
-            figure, peaks = throughput(make, es, url, log, count, f"p4-{make.name}")
+            figure, peaks, used = throughput(make, es, url, log, count, f"p4-{make.name}")
             results[make.name].append(figure)
+            cpu[make.name].append(used)
             for name, value in peaks.items():
                 if make is not OursRaw:
                     rss.setdefault(f"{make.name} {name}", []).append(value)
@@ -309,24 +316,10 @@ def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float,
         f"{o:,.0f} parsed", f"{p:,.0f} raw", f"{o / p:.2f}x", ">= 1.5x")
     row("P4 the same, raw lines on both sides (watcher -> indexer, no parser)",
         f"{raw:,.0f} raw", f"{p:,.0f} raw", f"{raw / p:.2f}x", ">= 1.5x")
-    if only_p4:
+    cpu_table(cpu, runs)
+    if what == "p4":
         return
-    p99_of = {}
-    for make in (Ours, Peer):
-        p50s, p99s, rates = [], [], []
-        for _ in range(runs):
-            p50, p99, achieved = latency(make, es, url, rate, seconds, f"p5-{make.name}")
-            p50s.append(p50)
-            p99s.append(p99)
-            rates.append(achieved)
-        p99_of[make.name] = (statistics.median(p50s), statistics.median(p99s), statistics.median(rates))
-        print(f"P5 latency at {statistics.median(rates):,.0f} lines/s for {seconds:.0f} s, {make.name}: "
-              f"p50 {statistics.median(p50s):.2f} s, p99 {statistics.median(p99s):.2f} s "
-              f"(median of {runs}; p99 {min(p99s):.2f}..{max(p99s):.2f}; target p99 <= 2 s)")
-    ours_p, peer_p = p99_of["loglines"], p99_of["rsyslog"]
-    row(f"P5 write -> searchable at {ours_p[2]:,.0f} lines/s, p50 / p99 (s, median of {runs})",
-        f"{ours_p[0]:.2f} / {ours_p[1]:.2f}", f"{peer_p[0]:.2f} / {peer_p[1]:.2f}",
-        f"{ours_p[1] / peer_p[1]:.2f}x (p99)" if peer_p[1] else "-", "p99 <= 2 s")
+    p5(es, url, rate or int(min(o, p) / 2), seconds, runs)
     for name, values in rss.items():
         print(f"P6 peak RSS draining {count:,} lines, {name}: {statistics.median(values):.1f} MiB "
               f"(max of {len(values)} runs {max(values):.1f}; target 60 MiB per worker)")
@@ -346,25 +339,24 @@ def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["p1", "es", "p4", "p6", "all"], nargs="?", default="all")
-    parser.add_argument("--lines", type=int, default=1_000_000, help="P1 file size")
+    parser.add_argument("what", choices=["es", "p4", "p5", "p6"], nargs="?", default="es",
+                        help="es: P4, P5 and P6")
     parser.add_argument("--es-lines", type=int, default=200_000, help="P4/P6 backlog drained to Elasticsearch")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--rate", type=int, default=20_000, help="P5 lines/s")
-    parser.add_argument("--seconds", type=float, default=10, help="P5 duration")
+    parser.add_argument("--rate", type=int, default=0,
+                        help="P5 lines/s (default: half the slower system's P4 rate in this run)")
+    parser.add_argument("--seconds", type=float, default=20, help="P5 duration")
     parser.add_argument("--backlog", type=int, default=1_000_000, help="P6 lines waiting while Elasticsearch is down")
     args = parser.parse_args()
-    if args.what in ("p1", "all"):
-        p1(args.lines, args.runs)
     if args.what == "p6":  # only the Elasticsearch-down part: no node needed
         down = es_down_rss("http://127.0.0.1:9", args.backlog)
         row(f"P6 indexer peak RSS, Elasticsearch unreachable 30 s, {args.backlog:,} lines waiting (MiB)",
             f"{down:.1f}", target="<= 60 MiB, flat")
-    if args.what in ("es", "p4", "all"):
+    if args.what in ("es", "p4", "p5"):
         with elasticsearch() as (url, pid):
             ES_PID[:] = [pid] if pid else []
             to_elasticsearch(url, args.es_lines, args.runs, args.rate, args.seconds, args.backlog,
-                             only_p4=args.what == "p4")
+                             what=args.what)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,20 @@ template(name="doc" type="list") {
 }
 """
 
+#: The same with the line's number (``seq=N`` in its URL) as a field: P5 finds each line by it.
+DOC_SEQ_TEMPLATE = """
+template(name="docseq" type="list") {
+  constant(value="{\\"service\\":\\"bench\\",\\"logline\\":\\"")
+  property(name="msg" format="json")
+  constant(value="\\",\\"seq\\":")
+  property(name="msg" regex.type="ERE" regex.expression="seq=([0-9]+)" regex.submatch="1"
+           regex.nomatchmode="ZERO")
+  constant(value=",\\"@timestamp\\":\\"")
+  property(name="timereported" dateFormat="rfc3339")
+  constant(value="\\"}")
+}
+"""
+
 
 def binary() -> str:
     found = shutil.which("rsyslogd") or ("/usr/sbin/rsyslogd" if Path("/usr/sbin/rsyslogd").exists() else "")
@@ -72,12 +86,14 @@ ruleset(name="out" queue.type="LinkedList" queue.size="200000"
                         f'mode="queue" key="{key}" template="item")')
 
     @classmethod
-    def to_elasticsearch(cls, log: Path, es_url: str, index: str) -> Rsyslog:
+    def to_elasticsearch(cls, log: Path, es_url: str, index: str, seq: bool = False) -> Rsyslog:
+        """One document per line; with ``seq`` the line's ``seq=N`` is its field ``seq``."""
         parts = urlsplit(es_url)
         return cls(log, "omelasticsearch",
                    f'action(type="omelasticsearch" server="{parts.hostname}" serverport="{parts.port}" '
-                   f'searchIndex="{index}" bulkmode="on" maxbytes="10m" template="doc" '
-                   'esVersion.major="8" action.resumeRetryCount="-1")', DOC_TEMPLATE)
+                   f'searchIndex="{index}" bulkmode="on" maxbytes="10m" template="{"docseq" if seq else "doc"}" '
+                   'esVersion.major="8" action.resumeRetryCount="-1")',
+                   DOC_SEQ_TEMPLATE if seq else DOC_TEMPLATE)
 
     def start(self) -> Rsyslog:
         checked = subprocess.run([binary(), "-N1", "-f", str(self.conf)], capture_output=True, text=True)

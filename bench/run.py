@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 BENCHMARKS = [
-    ["bench.peers_bench", "p1", "--runs", "3"],
+    ["bench.redis_peers_bench", "--runs", "3"],
     ["bench.parser_bench", "--runs", "3"],
     ["bench.es_bench", "--docs", "50000", "--runs", "3"],
     ["bench.peers_bench", "es", "--runs", "3"],
@@ -22,9 +22,10 @@ BENCHMARKS = [
 ]
 HEAD = ["benchmark", "loglines", "peer (same run)", "ratio", "target"]
 PEERS = ("P1/P4/P5/P6: rsyslog {version} from Debian (imfile -> omhiredis, imfile -> "
-         "omelasticsearch in bulk mode); P3: a minimal raw _bulk loader; P7: a Flask app under "
-         "gunicorn ((2 x cores) + 1 sync workers) pushing each request to Redis; P8: a script scrolling "
-         "every record into Python")
+         "omelasticsearch in bulk mode); P1/P2: syslog-ng {syslogng} from Debian, unpacked privately "
+         "(file() -> redis(), raw or parsed by apache-accesslog-parser(), flow control on); P3: a "
+         "minimal raw _bulk loader; P7: a Flask app under gunicorn ((2 x cores) + 1 sync workers) "
+         "pushing each request to Redis; P8: a script scrolling every record into Python")
 
 
 def machine() -> str:
@@ -47,6 +48,15 @@ def rsyslog_version() -> str:
         return "(not installed)"
 
 
+def syslogng_version() -> str:
+    try:
+        from bench.syslogng import version
+
+        return version()
+    except (SystemExit, OSError):
+        return "(not unpacked)"
+
+
 def main() -> None:
     rows: list[list[str]] = []
     for module in BENCHMARKS:
@@ -62,8 +72,9 @@ def main() -> None:
             raise SystemExit(f"{' '.join(module)} failed")
     table = ["| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     table += ["| " + " | ".join(r) + " |" for r in rows]
+    peers = PEERS.format(version=rsyslog_version(), syslogng=syslogng_version())
     text = (f"# Benchmarks {time.strftime('%Y-%m-%d')}\n\n{machine()}\n\n"
-            f"Peers: {PEERS.format(version=rsyslog_version())}.\n\n" + "\n".join(table) + "\n")
+            f"Peers: {peers}.\n\n" + "\n".join(table) + "\n")
     results = Path(__file__).parent / "results"
     results.mkdir(exist_ok=True)
     (results / f"{time.strftime('%Y-%m-%d')}.md").write_text(text)
