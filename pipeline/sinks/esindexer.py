@@ -186,9 +186,10 @@ class Indexer:
             retry: list[tuple[dict[str, Any], bytes]] = []
             started = time.monotonic()
             try:
-                # a bytes body (the NDJSON made once above) is sent as it is; the client's
-                # annotation only names the list-of-dicts form
-                response = self.es.bulk(operations=b"".join(op for _, op in pending),  # type: ignore[arg-type]
+                # the NDJSON lines made once above, as they are: the client copies them into
+                # its one body (joining them here first would hold a second copy of the bulk);
+                # its annotation only names the list-of-dicts form
+                response = self.es.bulk(operations=[op for _, op in pending],  # type: ignore[misc]
                                         filter_path="errors,items.*.status,items.*.error")
                 results = response.get("items") or [] if response.get("errors") else None
             except (EsConnectionError, ConnectionTimeout) as exc:
