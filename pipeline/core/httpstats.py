@@ -34,6 +34,7 @@ from pipeline.core.http import HttpError, Message, Send
 from pipeline.core.keys import Keys
 from pipeline.core.logsetup import safe
 from pipeline.core.stats import Stats
+from pipeline.core.worker import consumer_id
 
 log = logging.getLogger(__name__)
 
@@ -107,19 +108,23 @@ class RequestStats:
                 raise
 
     async def _flush_loop(self) -> None:
+        """Flush, and say the process's event loop turns: a heartbeat of the worker (what the
+        monitor's heartbeat age and ``heartbeat_stale`` read), gone 30 s after the last."""
+        beat = self.keys.heartbeat(f"{consumer_id(self.worker)}/loop")
         while True:
-            await asyncio.sleep(FLUSH_S)
             try:
+                await self.client.set(beat, b"%.3f" % time.time(), ex=30)
                 await self.flush()
             except REDIS_ERRORS as exc:
                 if not self.failing:
                     log.warning("%s: the request metrics are kept in memory until Redis takes them: %s",
                                 self.worker, safe(exc))
                 self.failing = True
-                continue
-            if self.failing:
-                log.info("%s: Redis takes the request metrics again", self.worker)
-            self.failing = False
+            else:
+                if self.failing:
+                    log.info("%s: Redis takes the request metrics again", self.worker)
+                self.failing = False
+            await asyncio.sleep(FLUSH_S)
 
     async def totals(self) -> dict[str, int]:
         """For ``/metrics``: this process's counts flushed, then the ``stats`` hash (every

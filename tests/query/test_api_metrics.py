@@ -136,6 +136,7 @@ def test_the_figures_reach_loglines_status_as_the_ingests_do(api: Deployment) ->
     told = orjson.loads(api.loglines("status", "--json").stdout)["workers"]["worker_api"]
     assert told["type"] == "api" and told["counters"]["http_requests:/v1/events/{id}:GET:200"] >= 1
     assert told["histograms"]["http_request_seconds:/v1/events/{id}"]["count"] >= 1
+    assert told["heartbeat_age_s"] is not None and told["heartbeat_age_s"] < 5  # its loop turns
 
 
 def test_each_of_two_processes_answers_the_sections_totals(tmp_path: Path, redis_server: RedisServer,
