@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +35,18 @@ def append(source: Path, target: Path) -> None:
     """Append the whole of ``source`` to ``target`` (a file a running system is reading)."""
     with source.open("rb") as src, target.open("ab") as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def stop_daemon(proc: subprocess.Popen[bytes] | None, work: Path) -> None:
+    """A peer run in the foreground: SIGTERM, SIGKILL after 30 s; its work directory removed."""
+    if proc is not None and proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def cpu_seconds(pid: int) -> float:

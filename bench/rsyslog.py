@@ -5,14 +5,14 @@ file, reading a file from its beginning (imfile) into Redis (omhiredis) or Elast
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from bench.common import stop_daemon
 
 PACKAGES = ("rsyslog", "rsyslog-hiredis", "rsyslog-elasticsearch")
 BATCH = 500  # lines per dequeue batch: the same as the watcher's batch_lines
@@ -50,6 +50,7 @@ template(name="docseq" type="list") {
   constant(value="\\"}")
 }
 """
+
 
 
 def binary() -> str:
@@ -109,14 +110,7 @@ ruleset(name="out" queue.type="LinkedList" queue.size="200000"
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        shutil.rmtree(self.work, ignore_errors=True)
+        stop_daemon(self.proc, self.work)
 
     def __enter__(self) -> Rsyslog:
         return self.start()

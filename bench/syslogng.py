@@ -22,11 +22,12 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from bench.common import stop_daemon
 
 PACKAGES = ("syslog-ng-core", "syslog-ng-mod-redis", "syslog-ng-scl")
 ROOT = Path(__file__).parent / ".peers" / "syslog-ng"
@@ -37,6 +38,7 @@ WORKERS = int(os.environ.get("BENCH_SYSLOGNG_WORKERS", "2"))  # Redis connection
 ITEM = "$(format-json service=bench logline=$MSG)"
 #: The fields apache-accesslog-parser() found, without its ".apache." prefix, and the time.
 RECORD = "$(format-json --key .apache.* --shift 8 service=bench time=$ISODATE)"
+
 
 
 def binary() -> Path:
@@ -166,14 +168,7 @@ log {{ source(s_log); {parser} destination(d_out); flags(flow-control); }};
         return {"syslog-ng": self.pid}
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        shutil.rmtree(self.work, ignore_errors=True)
+        stop_daemon(self.proc, self.work)
 
     def __enter__(self) -> SyslogNg:
         return self.start()
