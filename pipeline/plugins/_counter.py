@@ -36,9 +36,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
-
-from pipeline.transforms.robots import counter_robots
 
 AGENT_CHARS = 400
 _SHORT = AGENT_CHARS + 17  # what _bounded leaves as it is
@@ -84,7 +81,7 @@ def utc_parts(iso: str) -> tuple[str, str, int]:
             start = _hours.get(hour_key)
             if start is None:
                 start = _hours[hour_key] = _parts(iso[:13] + ":00:00" + iso[19:])[2]
-            parts = _of_epoch(start + int(iso[14:16]) * 60 + int(iso[17:19]))
+            parts = of_epoch(start + int(iso[14:16]) * 60 + int(iso[17:19]))
         else:
             parts = _parts(iso)
         if len(_times) > 4096:
@@ -96,10 +93,10 @@ def utc_parts(iso: str) -> tuple[str, str, int]:
 
 def _parts(iso: str) -> tuple[str, str, int]:
     when = datetime.fromisoformat(iso)
-    return _of_epoch(int((when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()))
+    return of_epoch(int((when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()))
 
 
-def _of_epoch(epoch: int) -> tuple[str, str, int]:
+def of_epoch(epoch: int) -> tuple[str, str, int]:
     """The UTC date and hour of a Unix time (a zone of +05:30 moves the hour at :30 local)."""
     day, second = divmod(epoch, 86400)
     text = _days.get(day)
@@ -123,32 +120,21 @@ COUNTED_KINDS = frozenset({"download", "item"})
 COUNTED_STATUS = frozenset({200, 304})
 
 
-def enrich(record: dict[str, Any]) -> dict[str, Any]:
-    """Add ``robot`` to a parsed access-log record, and the other keys above when COUNTER may
-    count the record; return it. The functions above say what each key is; this is them
-    inlined, as it runs for every line."""
-    agent = record["user_agent"]
-    robot = record["robot"] = counter_robots().is_robot(agent)
-    if robot or record["kind"] not in COUNTED_KINDS or record["status"] not in COUNTED_STATUS:
-        return record
-    user, session_id = record["user"], record.get("session_id", "")
+def keys(client_ip: str, user: str, session_id: str, agent: str, url: str, day: str, hour: str,
+         epoch: int) -> tuple[str, str, str, str, list[str]]:
+    """``user_key``, ``session``, ``session_hash``, ``click`` and ``click_slots`` of a record
+    COUNTER may count, at ``epoch`` (its UTC ``day`` and ``hour``: :func:`utc_parts`). The
+    functions above say what each key is; this is them inlined, as it runs for every other line."""
     if user and user != "-":
         key = "user:" + (user if len(user) <= _SHORT else _bounded(user))
     elif session_id and session_id != "-":
         key = "session:" + (session_id if len(session_id) <= _SHORT else _bounded(session_id))
     else:
-        key = f"{record['client_ip']}|{agent if len(agent) <= _SHORT else _bounded(agent)}"
-    iso = record["time"]
-    parts = _times.get(iso) or utc_parts(iso)
+        key = f"{client_ip}|{agent if len(agent) <= _SHORT else _bounded(agent)}"
     if session_id and session_id != "-":
-        session = f"session:{session_id if len(session_id) <= _SHORT else _bounded(session_id)}|{parts[0]}"
+        session = f"session:{session_id if len(session_id) <= _SHORT else _bounded(session_id)}|{day}"
     else:
-        session = f"{key}|{parts[0]}|{parts[1]}"
-    click = _sha1(f"{key}\x00{record['url']}".encode("utf-8", "surrogatepass")).hexdigest()[:24]
-    epoch = parts[2]
-    record["user_key"] = key
-    record["session"] = session
-    record["session_hash"] = _sha1(session.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    record["click"] = click
-    record["click_slots"] = [f"{click}.a{epoch // SLOT_SECONDS}", f"{click}.b{(epoch + SLOT_SECONDS // 2) // SLOT_SECONDS}"]
-    return record
+        session = f"{key}|{day}|{hour}"
+    click = _sha1(f"{key}\x00{url}".encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return (key, session, _sha1(session.encode("utf-8", "surrogatepass")).hexdigest()[:16], click,
+            [f"{click}.a{epoch // SLOT_SECONDS}", f"{click}.b{(epoch + SLOT_SECONDS // 2) // SLOT_SECONDS}"])

@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipeline.plugins import _counter
-from pipeline.plugins._time import _cache as _ISO
 from pipeline.plugins._time import clf_to_iso
+from pipeline.transforms.robots import counter_robots
 
 OPTIONS = {"use_xff": "take the client IP from X-Forwarded-For when present (yes/no)",
            "trailing": "the optional quoted field after the user agent: xff (default) or session (a session id)"}
@@ -78,6 +78,7 @@ def _routes(first: int, end: int) -> tuple[int, re.Pattern[str]]:
 # The routes in order, in groups that each need a literal to be present: a path is tried only
 # against the groups it can match, and the first route that matches wins, as in one alternation.
 _BITSTREAM, _HANDLE_PAGE, _ENTITY, _EPRINTS = _routes(0, 4), _routes(4, 5), _routes(5, 6), _routes(6, 9)
+_IMAGES = frozenset((".jpg", ".png"))  # what a thumbnail's name ends with (_THUMB, cheaper)
 _THUMB = re.compile(r"\.[A-Za-z0-9]{2,5}\.(?:jpg|png)$", re.IGNORECASE)
 
 
@@ -93,7 +94,7 @@ def make_parser(options: Mapping[str, str]) -> Any:
     read = _READERS[_options(options)]
 
     def parse(item: dict[str, Any]) -> dict[str, Any] | None:
-        return read(item["logline"])
+        return read(item["logline"], counter_robots().is_robot)
 
     return parse
 
@@ -115,14 +116,47 @@ def parseline(jmsg: str) -> dict[str, Any] | None:
 
 def parse_line(line: str, use_xff: bool = False, trailing_session: bool = False) -> dict[str, Any]:
     """The record of one line; ValueError when it is not an access-log line."""
-    return _READERS[use_xff, trailing_session](line)
+    return _READERS[use_xff, trailing_session](line, counter_robots().is_robot)
 
 
-def _reader(use_xff: bool, trailing_session: bool) -> Callable[[str], dict[str, Any]]:
-    """``parse_line`` for one choice of the options, with everything it looks up bound once."""
-    plain, full, times, to_iso, keys = _PLAIN_LINE.match, LINE.match, _ISO, clf_to_iso, _counter.enrich
+Reader = Callable[[str, Callable[[str], bool]], dict[str, Any]]
+#: access-log time -> (ISO 8601 time, UTC date, UTC hour, Unix time), for the distinct seconds
+_STAMPS: dict[str, tuple[str, str, str, int]] = {}
+#: access-log hour and zone (``01/Jan/2026:00 +0100``) -> (``2026-01-01T00:``, ``+01:00``, its Unix time)
+_HOURS: dict[str, tuple[str, str, int]] = {}
 
-    def read(line: str) -> dict[str, Any]:
+
+def _stamp(stamp: str) -> tuple[str, str, str, int]:
+    """What :data:`_STAMPS` keeps of a time: ``clf_to_iso`` and ``utc_parts`` of it, for the
+    common shape from what was worked out for its hour (a new second is then a few slices)."""
+    minute, second = stamp[15:17], stamp[18:20]
+    if len(stamp) == 26 and stamp[14] == ":" == stamp[17] and stamp[20] == " " and minute.isdigit() \
+            and second.isdigit():
+        hour = stamp[:14] + stamp[20:]
+        base = _HOURS.get(hour)
+        if base is None:
+            start = clf_to_iso(stamp[:14] + ":00:00" + stamp[20:])
+            if len(_HOURS) > 4096:
+                _HOURS.clear()
+            base = _HOURS[hour] = (start[:14], start[19:], _counter.utc_parts(start)[2])
+        prefix, zone, epoch = base
+        parts = (f"{prefix}{minute}:{second}{zone}", *_counter.of_epoch(epoch + int(minute) * 60 + int(second)))
+    else:
+        iso = clf_to_iso(stamp)
+        parts = (iso, *_counter.utc_parts(iso))
+    if len(_STAMPS) > 4096:
+        _STAMPS.clear()
+    _STAMPS[stamp] = parts
+    return parts
+
+
+def _reader(use_xff: bool, trailing_session: bool) -> Reader:
+    """``parse_line`` for one choice of the options, with everything it looks up bound once;
+    ``is_robot`` is the COUNTER robots list's test (looked up once per run of lines)."""
+    plain, full, stamps = _PLAIN_LINE.match, LINE.match, _STAMPS
+    counted_kinds, counted_status, counter_keys = _counter.COUNTED_KINDS, _counter.COUNTED_STATUS, _counter.keys
+
+    def read(line: str, is_robot: Callable[[str], bool]) -> dict[str, Any]:
         match = full(line) if "\\" in line else plain(line)
         if match is None or (match.end() != len(line) and line[match.end()] != " "):
             raise ValueError("not an access log line in combined or common log format")
@@ -139,40 +173,50 @@ def _reader(use_xff: bool, trailing_session: bool) -> Callable[[str], dict[str, 
             if _is_ip(first):
                 client = first
         kind, repository, item_id = classify(url.partition("?")[0])
+        code = int(status) if status != "-" else 0
+        agent = agent or ""
+        robot = is_robot(agent)
+        when = stamps.get(stamp) or _stamp(stamp)
         record = {
             "client_ip": client,
             "remote_host": host,
             "ident": ident,
             "user": user,
-            "time": times.get(stamp) or to_iso(stamp),
+            "time": when[0],
             "method": method,
             "url": url,
             "protocol": protocol,
-            "status": int(status) if status != "-" else 0,
-            "bytes": _size(size),
+            "status": code,
+            "bytes": 0 if size == "-" else int(size) if len(size) <= 18 else _size(size),
             "referrer": referrer or "",
-            "user_agent": agent or "",
+            "user_agent": agent,
             "xff": xff,
             "kind": kind,
             "repository": repository,
             "item_id": item_id,
+            "robot": robot,
         }
         if trailing_session:
             record["session_id"] = session_id
-        return keys(record)
+        if robot or kind not in counted_kinds or code not in counted_status:
+            return record  # COUNTER never counts it: no keys
+        record["user_key"], record["session"], record["session_hash"], record["click"], \
+            record["click_slots"] = counter_keys(client, user, session_id, agent, url, when[1], when[2], when[3])
+        return record
 
     return read
 
 
-def _batch(read: Callable[[str], dict[str, Any]]) -> Callable[[list[str]], list[Any]]:
+def _batch(read: Reader) -> Callable[[list[str]], list[Any]]:
     """``parse_batch``: the record of every line, or the exception that line raised."""
 
     def parse_batch(lines: list[str]) -> list[Any]:
         out: list[Any] = []
         append = out.append
+        is_robot = counter_robots().is_robot
         for line in lines:
             try:
-                append(read(line))
+                append(read(line, is_robot))
             except Exception as exc:  # that line alone is dead-lettered with it
                 append(exc)
         return out
@@ -217,7 +261,7 @@ def _route(routes: tuple[int, re.Pattern[str]], path: str) -> tuple[str, str, st
     last = match.lastindex or 0  # each route's second group (the file name) always takes part
     _, kind, repository = ROUTES[first + (last - 1) // 2]
     ident, filename = match.group(last - 1, last)
-    if kind == "download" and filename and _THUMB.search(filename):
+    if kind == "download" and filename[-4:].lower() in _IMAGES and _THUMB.search(filename):
         kind = "thumbnail"
     return kind, repository, ident
 

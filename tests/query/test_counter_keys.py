@@ -92,3 +92,20 @@ def test_utc_date_and_hour_for_every_zone_shape() -> None:
         when = datetime.fromisoformat(stamp).astimezone(UTC)
         assert _counter.utc_parts(stamp) == (when.date().isoformat(), f"{when.hour:02d}", int(when.timestamp())), stamp
     assert _counter.utc_parts("2024-06-15T13:35:00Z")[1] == "13"
+
+
+def test_access_log_times_read_from_their_hour_are_those_of_datetime() -> None:
+    """A new second of an hour already seen is a few slices (accesslog._stamp): its ISO time,
+    UTC date, hour and Unix time must be those datetime gives, in every zone shape."""
+    from datetime import UTC, datetime
+
+    months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+    zones = ["+0000", "+0100", "+0530", "+0545", "-0930", "-0300", "+1400"]
+    rng = random.Random(12)
+    for _ in range(20_000):
+        stamp = f"{rng.randint(1, 28):02d}/{rng.choice(months)}/{rng.randint(1990, 2030)}:" \
+                f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d} {rng.choice(zones)}"
+        when = datetime.strptime(stamp, "%d/%b/%Y:%H:%M:%S %z")
+        utc = when.astimezone(UTC)
+        assert accesslog._stamp(stamp) == (when.isoformat(), utc.date().isoformat(), f"{utc.hour:02d}",
+                                           int(when.timestamp())), stamp
