@@ -15,6 +15,7 @@ to ``batch_docs`` documents; with ``flush_ms`` the indexer also waits that long 
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import re
@@ -84,7 +85,11 @@ def client(opts: EsIndexerOptions) -> Elasticsearch:
     return Elasticsearch(list(opts.hosts), **kwargs)
 
 
-_names: dict[tuple[str, str], str] = {}
+_names: dict[tuple[str, str], str] = {}  # (pattern, time) -> index name
+_days: dict[tuple[str, str], str] = {}  # (pattern naming at most the day, local date) -> index name
+_bounds: list[Any] = [-1.0, None, None, None]  # until (monotonic), (age, ahead), oldest, newest
+#: strftime codes that depend on the date alone (a pattern of these is filled once per day)
+_DATE_ONLY = re.compile(r"(?:[^%]|%[YmdyjGVuwaAbBUWC%])*")
 
 
 def index_name(pattern: str, record: dict[str, Any], time_field: str, max_age_days: int = 400,
@@ -104,10 +109,12 @@ def index_name(pattern: str, record: dict[str, Any], time_field: str, max_age_da
             when = datetime.fromisoformat(value)
         except ValueError:
             return datetime.now(UTC).strftime(pattern)
-        now = datetime.now(UTC)
-        aware = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
-        if not now - timedelta(days=max_age_days) <= aware <= now + timedelta(days=max_ahead_days):
+        oldest, newest = _window(max_age_days, max_ahead_days)
+        # as Unix times: comparing datetimes of two zones costs twice as much
+        if not oldest <= (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp() <= newest:
             name = out_of_range_index(pattern)
+        elif value[4:5] == "-" == value[7:8] and value[10:11] in ("T", " ") and _date_only(pattern):
+            name = _days.get((pattern, value[:10])) or _day_name(pattern, value[:10], when)
         else:
             name = when.strftime(pattern)
         if len(_names) > 65536:
@@ -115,6 +122,29 @@ def index_name(pattern: str, record: dict[str, Any], time_field: str, max_age_da
         _names[(pattern, value)] = name
         return name
     return datetime.now(UTC).strftime(pattern)
+
+
+def _window(max_age_days: int, max_ahead_days: int) -> tuple[float, float]:
+    """The Unix times a record may have to be in a dated index, worked out again each second."""
+    until, days, oldest, newest = _bounds
+    if time.monotonic() >= until or days != (max_age_days, max_ahead_days):
+        now = datetime.now(UTC)
+        oldest = (now - timedelta(days=max_age_days)).timestamp()
+        newest = (now + timedelta(days=max_ahead_days)).timestamp()
+        _bounds[:] = [time.monotonic() + 1.0, (max_age_days, max_ahead_days), oldest, newest]
+    return oldest, newest
+
+
+@functools.cache
+def _date_only(pattern: str) -> bool:
+    return _DATE_ONLY.fullmatch(pattern) is not None
+
+
+def _day_name(pattern: str, day: str, when: datetime) -> str:
+    if len(_days) > 4096:
+        _days.clear()
+    name = _days[pattern, day] = when.strftime(pattern)
+    return name
 
 
 def out_of_range_index(pattern: str) -> str:
@@ -134,30 +164,42 @@ class Indexer:
         self.opts, self.es, self.flags, self.name = opts, es, flags, name
         self.stats = stats  # bulk latency and rejections, for the monitor
         self.ids = IdSchemes(es, opts.id_scheme, name, flags, opts.max_backoff)
+        self._heads: dict[str, bytes] = {}  # index -> its action line's start (_head)
 
     def operations(self, records: list[dict[str, Any]]) -> tuple[list[tuple[dict[str, Any], bytes]],
                                                                  list[tuple[dict[str, Any], str]]]:
         """(record, its two NDJSON lines) for every record, and the records that cannot be
         encoded (with why): those are dead-lettered alone, the rest of the bulk goes on."""
+        opts, dumps, ordered = self.opts, orjson.dumps, self.ids.ordered
+        pattern, time_field, id_fields = opts.index, opts.time_field, opts.id_fields
         out = []
         bad = []
         for record in records:
             try:
-                index = index_name(self.opts.index, record, self.opts.time_field,
-                                   self.opts.max_age_days, self.opts.max_ahead_days)
-                action: dict[str, Any] = {
-                    "_index": index, "_id": document_id(record, self.opts.id_fields, self.ids.ordered(index))}
-                if self.opts.pipeline:
-                    action["pipeline"] = self.opts.pipeline
-                source = orjson.dumps(record)
+                index = index_name(pattern, record, time_field, opts.max_age_days, opts.max_ahead_days)
+                head = self._heads.get(index) or self._head(index)
+                doc_id = document_id(record, id_fields, ordered(index))
+                source = dumps(record)
             except (orjson.JSONEncodeError, TypeError, ValueError) as exc:
                 bad.append((record, f"cannot be encoded as JSON: {exc}"))
                 continue
-            stamp = record.get(self.opts.time_field)
+            stamp = record.get(time_field)
             if "@timestamp" not in record and isinstance(stamp, str) and len(source) > 2:
-                source = source[:-1] + b',"@timestamp":' + orjson.dumps(stamp) + b"}"
-            out.append((record, orjson.dumps({"create": action}) + b"\n" + source + b"\n"))
+                op = b"".join((head, dumps(doc_id), b"}}\n", source[:-1], b',"@timestamp":', dumps(stamp), b"}\n"))
+            else:
+                op = b"".join((head, dumps(doc_id), b"}}\n", source, b"\n"))
+            out.append((record, op))
         return out, bad
+
+    def _head(self, index: str) -> bytes:
+        """The action line of a document of ``index`` up to its id: ``{"create":{...,"_id":``."""
+        action: dict[str, Any] = {"_index": index}
+        if self.opts.pipeline:
+            action["pipeline"] = self.opts.pipeline
+        if len(self._heads) > 4096:
+            self._heads.clear()
+        head = self._heads[index] = b'{"create":' + orjson.dumps(action)[:-1] + b',"_id":'
+        return head
 
     def chunks(self, ops: list[tuple[dict[str, Any], bytes]]) -> list[list[tuple[dict[str, Any], bytes]]]:
         out: list[list[tuple[dict[str, Any], bytes]]] = [[]]

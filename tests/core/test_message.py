@@ -52,3 +52,25 @@ def test_decode_refuses_deep_items_and_too_many_items() -> None:
         message.decode(orjson.dumps([run, {"one": "more"}]), 1 << 20, max_items=10)
     with pytest.raises(PayloadError, match="more than 10 items"):
         message.decode(orjson.dumps([{"n": n} for n in range(11)]), 1 << 20, max_items=10)
+
+
+def test_the_one_encoding_that_finds_shallow_messages_agrees_with_walking_them() -> None:
+    """``all_shallow`` (one encoding of the message) must pass exactly what ``too_deep`` (a walk
+    of every item) passes, at the limit, for objects and for arrays, alone or among others."""
+    def nested_lists(levels: int) -> dict[str, object]:
+        value: object = 1
+        for _ in range(levels - 1):
+            value = [value]
+        return {"v": value}
+
+    for levels in range(message.MAX_DEPTH - 3, message.MAX_DEPTH + 4):
+        for item in (deep(levels), nested_lists(levels)):
+            walked = message.too_deep(item)
+            assert message.all_shallow([{"flat": 1}, item]) is not walked, levels
+            refused = pytest.raises(PayloadError, match="item 1 nests deeper") if walked else None
+            if refused:
+                with refused:
+                    message.decode(orjson.dumps([{"flat": 1}, item]), 1 << 20)
+            else:
+                assert message.decode(orjson.dumps([{"flat": 1}, item]), 1 << 20)[1] == item
+    assert message.too_deep(deep(message.MAX_DEPTH + 1)) and not message.too_deep(deep(message.MAX_DEPTH))

@@ -98,6 +98,9 @@ def test_ordered_line_ids_are_file_then_offset_and_other_ids_keep_their_scheme()
     for off in (-1, 2**64, "10", 1.5, True):  # not an offset a watcher writes: the sha1 id
         assert document_id(dict(line, off=off), (), ordered=True) == document_id(dict(line, off=off), ())
     assert int.from_bytes(id_bytes(document_id(dict(line, off=2**64 - 1), (), ordered=True))[8:], "big") == 2**64 - 1
+    # a record from outside may hold anything as its file: an id all the same, and not a cached one
+    odd = [document_id(dict(line, src=src, off=10), (), ordered=True) for src in (["abc"], {"f": 1}, ["abc"], 7)]
+    assert odd[0] == odd[2] and len(set(odd)) == 3 and all(ORDERED_ID.match(i) for i in odd)
     for record, fields in (({"a": 1, "b": 2}, ("a",)), ({"event_id": "e-1", "x": 1}, ()), ({"src": "abc", "off": 10}, ())):
         assert document_id(record, fields, ordered=True) == document_id(record, fields)
 
