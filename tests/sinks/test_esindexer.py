@@ -58,7 +58,7 @@ def count(es: Elasticsearch, index: str) -> int:
 
 
 def test_ids_and_index_names() -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, datetime, timedelta, timezone
 
     record = {"service": "s", "src": "abc", "off": 10, "logline": "x", "time": "2024-10-10T13:55:36+02:00"}
     assert document_id(record, ()) == document_id(dict(record, other=1), ())  # the line decides
@@ -71,6 +71,14 @@ def test_ids_and_index_names() -> None:
     recent = (datetime.now(UTC) - timedelta(days=3)).isoformat()
     assert index_name("access-%Y.%m.%d", {"time": recent}, "time") == "access-" + recent[:10].replace("-", ".")
     assert index_name("logs", record, "time") == "logs"
+    # a name is kept per day only for patterns that name the day at most; every other, per time
+    day = (datetime.now(UTC) - timedelta(days=1)).replace(hour=5, minute=7, second=9, microsecond=0)
+    for stamp, zone in ((day.isoformat(), UTC), (day.astimezone(timezone(timedelta(hours=-9, minutes=-30))).isoformat(), None)):
+        when = datetime.fromisoformat(stamp)
+        for pattern in ("a-%Y.%m.%d", "a-%Y.%j-%a", "a-%Y.%m.%d-%H", "a-%G.%V.%H%M", "a-%Y%%%d"):
+            assert index_name(pattern, {"time": stamp}, "time") == when.strftime(pattern), (pattern, stamp, zone)
+        later = (when + timedelta(hours=1)).isoformat()
+        assert index_name("a-%Y.%m.%d-%H", {"time": later}, "time") == (when + timedelta(hours=1)).strftime("a-%Y.%m.%d-%H")
 
 
 ORDERED_ID = re.compile(r"^[A-Za-z0-9_-]{22}$")
