@@ -5,6 +5,7 @@ file, reading a file from its beginning (imfile) into Redis (omhiredis) or Elast
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -60,6 +61,10 @@ def binary() -> str:
     return found
 
 
+#: threads of the ruleset's queue, each with its own connection and bulk in flight (as numprocs)
+WORKERS = int(os.environ.get("BENCH_RSYSLOG_WORKERS", "1"))
+
+
 class Rsyslog:
     def __init__(self, log: Path, module: str, output: str, templates: str = "") -> None:
         self.work = Path(tempfile.mkdtemp(prefix="loglines-rsyslog-"))
@@ -73,7 +78,7 @@ module(load="{module}")
 {templates}
 input(type="imfile" File="{log}" Tag="bench" freshStartTail="off" ruleset="out")
 ruleset(name="out" queue.type="LinkedList" queue.size="200000"
-        queue.dequeueBatchSize="{BATCH}" queue.workerThreads="1") {{
+        queue.dequeueBatchSize="{BATCH}" queue.workerThreads="{WORKERS}") {{
 {output}
 }}
 """)
