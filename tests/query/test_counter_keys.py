@@ -109,3 +109,14 @@ def test_access_log_times_read_from_their_hour_are_those_of_datetime() -> None:
         utc = when.astimezone(UTC)
         assert accesslog._stamp(stamp) == (when.isoformat(), utc.date().isoformat(), f"{utc.hour:02d}",
                                            int(when.timestamp())), stamp
+
+
+def test_a_time_that_cannot_be_is_the_line_s_error_alone() -> None:
+    """Hour 25 or day 31 of June is not an access-log time: that line is refused with why (it
+    would otherwise reach the index as a time no one can read), the next line is read."""
+    good = line(stamp="15/Jun/2024:13:35:00 +0000")
+    results = accesslog.parse_batch([line(stamp="15/Jun/2024:25:00:00 +0000"), good,
+                                     line(stamp="31/Jun/2024:10:00:00 +0200"), good])
+    assert [type(r).__name__ for r in results] == ["ValueError", "dict", "ValueError", "dict"]
+    assert "hour" in str(results[0]) and "day" in str(results[2])
+    assert results[1] == results[3] == accesslog.parse_line(good)
