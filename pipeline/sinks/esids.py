@@ -31,6 +31,7 @@ from elastic_transport import ConnectionError as EsConnectionError
 from elastic_transport import ConnectionTimeout
 from elasticsearch import ApiError, Elasticsearch
 
+from pipeline.core import message
 from pipeline.core.lifecycle import Flags
 from pipeline.core.retry import Retry
 
@@ -44,20 +45,20 @@ RETRYABLE = {429, 502, 503, 504}
 _OFFSETS = 1 << 64
 
 
-_heads: dict[tuple[object, object], bytes] = {}  # (service, src) -> its 8 bytes, for the files at hand
+_files: dict[tuple[object, object], bytes] = {}  # (service, src) -> its 8 bytes, for the files at hand
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def ordered_line_id(service: object, src: object, off: int) -> str:
     """8 bytes of a hash of service and file, then the offset big-endian, in base64url."""
     plain = type(service) is str and type(src) is str  # (a record from outside may hold anything)
-    head = _heads.get((service, src)) if plain else None
+    head = _files.get((service, src)) if plain else None
     if head is None:
         head = hashlib.blake2b(f"{service}\x00{src}".encode(), digest_size=8).digest()
         if plain:
-            if len(_heads) > 4096:
-                _heads.clear()
-            _heads[service, src] = head
+            if len(_files) > 4096:
+                _files.clear()
+            _files[service, src] = head
     # base64.urlsafe_b64encode, without its padding, in two calls instead of eight
     return binascii.b2a_base64(head + off.to_bytes(8, "big"), newline=False).translate(_URLSAFE)[:22].decode("ascii")
 
@@ -69,10 +70,10 @@ def document_id(record: dict[str, Any], id_fields: Sequence[str], ordered: bool 
     a whole number from 0 to 2**64 - 1 (a record from outside) gets the sha1 id in either
     scheme."""
     src, off = (record.get("src"), record.get("off")) if "logline" in record else (None, None)
-    if src is not None and off is not None:  # a line's record (its message.item_id)
+    if src is not None and off is not None:  # a line's record
         if ordered and type(off) is int and 0 <= off < _OFFSETS:
             return ordered_line_id(record.get("service", ""), src, off)
-        key = f"{record.get('service', '')}\x00{src}:{off}".encode()
+        key = f"{record.get('service', '')}\x00{message.item_id(record)}".encode()
     elif id_fields:
         key = orjson.dumps([record.get(name) for name in id_fields])
     elif isinstance(record.get("event_id"), str):  # given by HTTP ingest: stable across retries
