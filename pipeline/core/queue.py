@@ -5,9 +5,12 @@ work is done, one MULTI/EXEC removes the message from the in-flight list *and* p
 results downstream (plus dead letters, stats, and whatever the worker adds, such as a file
 logger's committed size): after a crash a batch is either not done or done, never half.
 
-The acknowledgement WATCHes the in-flight list: if a reaper took the batch back meanwhile
-(this consumer looked dead), the transaction is refused and the results are dropped, since the
-batch will be processed again elsewhere. A restarted consumer finishes its own in-flight batch
+The acknowledgement is one Lua script (:data:`ACK_SCRIPT`, atomic as a MULTI/EXEC is, in one
+round trip instead of three): it first checks that the in-flight list still holds exactly
+what this consumer took. If a reaper took the batch back meanwhile (this consumer looked dead),
+the list was emptied, so it is refused and the results are dropped, since the batch will be
+processed again elsewhere. The same script may move the next message into the in-flight list
+(a worker's loop asks for it): the next take costs no round trip while the queue is busy. A restarted consumer finishes its own in-flight batch
 first; each such recovery is counted per message, and a message recovered ``max_recoveries``
 times is dead-lettered instead (a poison message must not crash workers forever). A consumer
 may gather several messages into its in-flight list (the Elasticsearch indexer does, to make
@@ -18,11 +21,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
-from redis.client import Pipeline
 
 from pipeline.config import RedisConfig
 from pipeline.core import message
@@ -65,7 +66,10 @@ class Outcome:
     pushes: list[tuple[str, bytes]] = field(default_factory=list)  # (queue name, message)
     dead: list[bytes] = field(default_factory=list)  # dead-letter entries
     count: int = 0  # items handled, for the stats
-    extra: Callable[[Pipeline], None] | None = None  # more commands in the same MULTI
+    #: more writes in the same transaction: (list key, value) appended to the list, and
+    #: (hash key, field, value) set (a tracker's parked events, a file logger's committed size)
+    appends: list[tuple[str, bytes]] = field(default_factory=list)
+    sets: list[tuple[str, str, bytes]] = field(default_factory=list)
     #: what became of the items, counted for ``status`` once acknowledged (a tracker's sent,
     #: not counted, ...): statistics, outside the transaction
     tally: dict[str, int] = field(default_factory=dict)
@@ -81,6 +85,29 @@ class Lost(Exception):
 
 #: How long a "stopping" mark is kept for a process that was killed on its way out.
 STOPPING_TTL = 7 * 86400
+
+#: The acknowledgement. KEYS: the in-flight list, the recoveries hash, the queue, then the keys
+#: written. ARGV: the in-flight list's expected length, whether to take the next message (1/0),
+#: the numbers of recovery digests, of appends and of sets, then the digests, the appended
+#: values, and a field and a value per set. The reply: nil if the list is not what this
+#: consumer took (nothing written), else {1} or {1, the next message, now in flight}.
+ACK_SCRIPT = """
+local inflight, recoveries, queue = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('LLEN', inflight) ~= tonumber(ARGV[1]) then return false end
+redis.call('DEL', inflight)
+local digests, appends, sets = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local at = 5
+for i = 1, digests do redis.call('HDEL', recoveries, ARGV[at + i]) end
+at = at + digests
+for i = 1, appends do redis.call('RPUSH', KEYS[3 + i], ARGV[at + i]) end
+at = at + appends
+for i = 1, sets do redis.call('HSET', KEYS[3 + appends + i], ARGV[at + 2 * i - 1], ARGV[at + 2 * i]) end
+if ARGV[2] == '1' then
+  local next = redis.call('LMOVE', queue, inflight, 'LEFT', 'RIGHT')
+  if next then return {1, next} end
+end
+return {1}
+"""
 
 
 class Consumer:
@@ -100,6 +127,8 @@ class Consumer:
         self.stats = Stats(client, self.keys, worker)
         self._first_take = True
         self._check_own = True
+        self._next: bytes | None = None  # moved into the in-flight list by the last ack
+        self._ack = client.register_script(ACK_SCRIPT)
 
     def start(self) -> None:
         """Check the server, say we are alive, then register (a reaper never sees us registered
@@ -117,6 +146,7 @@ class Consumer:
     def after_connection_error(self) -> None:
         """The reply to a BLMOVE may have been lost: look in the in-flight list again."""
         self._check_own = True
+        self._next = None
 
     def take(self, gather_items: int = 0, linger: float = 0.0) -> Delivery | None:
         """The next work: our own in-flight messages first, else one from the queue (blocking).
@@ -129,11 +159,14 @@ class Consumer:
         if self._check_own:
             raws = self.client.lrange(self.inflight_key, 0, -1)
             first, self._first_take, self._check_own = self._first_take, False, False
+            self._next = None  # if there is one, it is in that list
             if raws:
                 return self._recover(raws) if first else self._delivery(raws, 0)
-        raw = self.client.blmove(
-            self.queue_key, self.inflight_key, self.cfg.block_timeout, "LEFT", "RIGHT"
-        )
+        raw, self._next = self._next, None
+        if raw is None:
+            raw = self.client.blmove(
+                self.queue_key, self.inflight_key, self.cfg.block_timeout, "LEFT", "RIGHT"
+            )
         if raw is None:
             return None
         delivery = self._delivery([raw], 0)
@@ -199,43 +232,39 @@ class Consumer:
         except PayloadError as exc:
             delivery.bad.append((raw, str(exc)))
 
-    def ack(self, delivery: Delivery, outcome: Outcome) -> bool:
+    def ack(self, delivery: Delivery, outcome: Outcome, take_next: bool = False) -> bool:
         """Commit a delivery's outcome; False if it was no longer ours (already done, or reaped).
+        With ``take_next``, the same script moves the next message of the queue into the
+        in-flight list, for the next :meth:`take` (a stopping consumer hands it back).
 
         Until an acknowledgement is known to have gone through, the next take looks in the
         in-flight list first: what is still there is delivered again, never overwritten.
         """
-        shas = [message.digest(raw) for raw in delivery.raws]
+        keys = self.keys
+        digests = [message.digest(raw) for raw in delivery.raws]
+        appends = [(keys.queue(queue), payload) for queue, payload in outcome.pushes]
+        appends += [(keys.dead_letters, entry) for entry in outcome.dead]
+        appends += outcome.appends
         self._check_own = True
-        try:
-            with self.client.pipeline(transaction=True) as pipe:
-                pipe.watch(self.inflight_key)
-                # only this consumer adds to its list, so it holds this delivery whole or was
-                # reaped (emptied) since a part of it was taken: then a part may be done elsewhere
-                if pipe.llen(self.inflight_key) != len(delivery.raws):
-                    log.warning("%s: in-flight batch already acknowledged or reaped; results dropped", self.id)
-                    return False
-                pipe.multi()
-                pipe.delete(self.inflight_key)
-                for queue, payload in outcome.pushes:
-                    pipe.rpush(self.keys.queue(queue), payload)
-                for entry in outcome.dead:
-                    pipe.rpush(self.keys.dead_letters, entry)
-                pipe.hdel(self.keys.recoveries, *shas)
-                if outcome.extra is not None:
-                    outcome.extra(pipe)
-                pipe.execute()
-            wait_replicas(self.client, self.cfg)  # until then it is not done: it is looked at again
-            self._check_own = False
-            self.stats.add(outcome.count, outcome.tally)
-            if outcome.out is not None:
-                self.stats.count("items_out", outcome.out)
-            return True
-        except redis.WatchError:
-            # reaped meanwhile, or the connection broke while watching (applied or not: the
-            # in-flight list, read again at the next take, tells)
-            log.warning("%s: acknowledgement refused or uncertain; the in-flight list decides", self.id)
+        self._next = None
+        reply = self._ack(
+            keys=[self.inflight_key, keys.recoveries, self.queue_key, *(k for k, _ in appends),
+                  *(k for k, _, _ in outcome.sets)],
+            args=[len(delivery.raws), int(take_next), len(digests), len(appends), len(outcome.sets),
+                  *digests, *(v for _, v in appends), *(x for _, f, v in outcome.sets for x in (f, v))])
+        if reply is None:
+            # only this consumer adds to its list, so it holds this delivery whole or was reaped
+            # (emptied) since a part of it was taken: then a part may be done elsewhere
+            log.warning("%s: in-flight batch already acknowledged or reaped; results dropped", self.id)
             return False
+        wait_replicas(self.client, self.cfg)  # until then it is not done: it is looked at again
+        self._check_own = False
+        if len(reply) > 1:
+            self._next = reply[1]
+        self.stats.add(outcome.count, outcome.tally)
+        if outcome.out is not None:
+            self.stats.count("items_out", outcome.out)
+        return True
 
     def owns(self, delivery: Delivery) -> bool:
         """Whether the in-flight list still holds this delivery whole (only this consumer adds
@@ -250,5 +279,9 @@ class Consumer:
         return moved
 
     def stop(self) -> None:
-        """Leave cleanly: no heartbeat (our in-flight list is empty or handed back)."""
+        """Leave cleanly: the message the last ack took goes back, then no heartbeat (our
+        in-flight list is empty or handed back)."""
+        if self._next is not None:
+            self.hand_back()
+            self._next = None
         self.client.delete(self.heartbeat_key, self.keys.stopping(self.id))

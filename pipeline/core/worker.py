@@ -129,7 +129,9 @@ def run_consumer(
                             continue
                     outcome.dead.extend(undecodable(consumer, delivery))
                     failpoint.hit("handled")
-                    if consumer.ack(delivery, outcome):  # taken to acknowledged, for the monitor
+                    # the next message comes with the acknowledgement, unless stopping
+                    if consumer.ack(delivery, outcome, take_next=not flags.stop):
+                        # taken to acknowledged, for the monitor
                         consumer.stats.observe("batch_seconds", time.monotonic() - taken)
                 consumer.stats.flush()
                 if tick is not None:

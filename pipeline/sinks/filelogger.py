@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 import redis
-from redis.client import Pipeline
 
 from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
@@ -189,8 +188,9 @@ class FileLog:
         st = os.fstat(self.fd)
         return {"ino": st.st_ino, "size": st.st_size, "tail": _tail(self.fd, st.st_size)}
 
-    def save(self, pipe: Pipeline, state: dict[str, Any]) -> None:
-        pipe.hset(self.state_key, self.path, orjson.dumps(state))
+    def saved(self, state: dict[str, Any]) -> tuple[str, str, bytes]:
+        """The hash field that records ``state``, set in the acknowledgement of what it covers."""
+        return self.state_key, self.path, orjson.dumps(state)
 
 
 def _tail(fd: int, end: int) -> str:
@@ -224,7 +224,7 @@ def run(cfg: Config, program: ProgramConfig[FileLoggerOptions], flags: Flags) ->
                     retry.failed(f"cannot write {opts.logfile}: {exc}")
             retry.succeeded()
             return Outcome(dead=dead, count=len(delivery.items or ()), out=len(delivery.items or ()) - len(bad),
-                           extra=lambda p: filelog.save(p, state))
+                           sets=[filelog.saved(state)])
 
         return handle
 

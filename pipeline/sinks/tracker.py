@@ -362,14 +362,11 @@ class Forwarder:
                                              queue=queue, item={"unencodable": reprlib.repr(record)})
                          for record, why in bad]
 
-        def park(pipe: Any) -> None:
-            if parked:
-                pipe.rpush(self.keys.failed, *parked)
-
         if parked:
             log.error("%s: %d event(s) parked in the failed-requests list", self.section, len(parked))
         tally["not_counted"] = len(others)
-        return Outcome(pushes=pushes, dead=dead, count=len(delivery.items or ()), extra=park,
+        return Outcome(pushes=pushes, dead=dead, count=len(delivery.items or ()),
+                       appends=[(self.keys.failed, entry) for entry in parked],
                        tally=tally, out=tally["sent"])
 
     def parked_entry(self, event: Event, reason: str) -> bytes:

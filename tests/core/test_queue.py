@@ -298,3 +298,60 @@ def test_a_stopped_worker_killed_on_its_way_out_counts_no_recovery(r: redis.Redi
     r.delete(K.heartbeat("h/other"))
     assert reap(r, CFG).requeued == 1 and not r.hgetall(K.recoveries)
     assert not r.exists(K.stopping("h/other"))
+
+
+def test_ack_takes_the_next_message_in_the_same_transaction(r: redis.Redis) -> None:
+    """With ``take_next`` the acknowledgement also moves the next message into the in-flight
+    list: the next take is that message, and a crash between the two loses nothing."""
+    first, second, third = (push(r, "in", [{"n": n}]) for n in range(3))
+    c = consumer(r, "h/next")
+    d = c.take()
+    assert d is not None and d.raws == [first]
+    assert c.ack(d, Outcome(pushes=[("out", b"[0]")], count=1), take_next=True)
+    assert r.lrange(K.inflight("h/next"), 0, -1) == [second] and r.lrange(K.queue("in"), 0, -1) == [third]
+    assert r.lrange(K.queue("out"), 0, -1) == [b"[0]"]
+    d = c.take()
+    assert d is not None and d.raws == [second] and d.items == [{"n": 1}]
+    assert c.ack(d, Outcome(count=1), take_next=True)
+    # the process dies holding the message the ack took: the next one recovers it
+    again = consumer(r, "h/next").take()
+    assert again is not None and again.raws == [third] and again.recovered == 1
+
+
+def test_a_stopping_consumer_hands_back_the_message_its_ack_took(r: redis.Redis) -> None:
+    first, second, third = (push(r, "in", [{"n": n}]) for n in range(3))
+    c = consumer(r, "h/stop")
+    d = c.take()
+    assert d is not None and c.ack(d, Outcome(count=1), take_next=True)
+    c.stop()
+    assert r.llen(K.inflight("h/stop")) == 0
+    assert r.lrange(K.queue("in"), 0, -1) == [second, third]  # at the head, in order
+
+
+def test_a_refused_ack_writes_nothing_and_takes_nothing(r: redis.Redis) -> None:
+    push(r, "in", [{"n": 1}])
+    other = push(r, "in", [{"n": 2}])
+    c = consumer(r, "h/refused")
+    d = c.take()
+    assert d is not None
+    r.delete(K.inflight("h/refused"))  # reaped: the first message is someone else's now
+    assert not c.ack(d, Outcome(pushes=[("out", b"[1]")], dead=[b"{}"], appends=[(K.failed, b"e")],
+                                sets=[(K.filelog("f"), "path", b"{}")], count=1), take_next=True)
+    assert r.llen(K.queue("out")) == 0 and r.llen(K.dead_letters) == 0 and r.llen(K.failed) == 0
+    assert not r.exists(K.filelog("f")) and r.lrange(K.queue("in"), 0, -1) == [other]
+    assert r.llen(K.inflight("h/refused")) == 0
+
+
+def test_an_ack_writes_its_appends_and_sets_with_the_results(r: redis.Redis) -> None:
+    push(r, "in", [{"n": 1}, {"n": 2}])
+    c = consumer(r, "h/writes")
+    d = c.take()
+    assert d is not None
+    r.hset(K.recoveries, message.digest(d.raw), 1)
+    assert c.ack(d, Outcome(pushes=[("a", b"[1]"), ("b", b"[2]"), ("a", b"[3]")], dead=[b"d1", b"d2"],
+                            appends=[(K.failed, b"e1"), (K.failed, b"e2")],
+                            sets=[(K.filelog("f"), "p1", b"s1"), (K.filelog("f"), "p2", b"s2")], count=2))
+    assert r.lrange(K.queue("a"), 0, -1) == [b"[1]", b"[3]"] and r.lrange(K.queue("b"), 0, -1) == [b"[2]"]
+    assert r.lrange(K.dead_letters, 0, -1) == [b"d1", b"d2"] and r.lrange(K.failed, 0, -1) == [b"e1", b"e2"]
+    assert r.hgetall(K.filelog("f")) == {b"p1": b"s1", b"p2": b"s2"}
+    assert not r.hgetall(K.recoveries) and r.llen(K.inflight("h/writes")) == 0
