@@ -239,6 +239,8 @@ def item_id(item: Mapping[str, Any]) -> str | None:
 
 
 def digest(raw: bytes) -> str:
+    """A message's key in the recoveries hash (the acknowledging script makes the same with
+    ``redis.sha1hex``: keep the two alike)."""
     return hashlib.sha1(raw).hexdigest()
 
 

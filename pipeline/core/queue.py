@@ -88,19 +88,23 @@ STOPPING_TTL = 7 * 86400
 
 #: The acknowledgement. KEYS: the in-flight list, the recoveries hash, the queue, then the keys
 #: written. ARGV: the in-flight list's expected length, whether to take the next message (1/0),
-#: the numbers of recovery digests, of appends and of sets, then the digests, the appended
-#: values, and a field and a value per set. The reply: nil if the list is not what this
-#: consumer took (nothing written), else {1} or {1, the next message, now in flight}.
+#: the numbers of appends and of sets, then the appended values, and a field and a value per
+#: set. The reply: nil if the list is not what this consumer took (nothing written), else {1}
+#: or {1, the next message, now in flight}. A message's recovery count, if any, is forgotten
+#: (its key is the message's sha1, as :func:`message.digest` makes it); the hash is almost
+#: always empty, so the digests are worked out only when it is not.
 ACK_SCRIPT = """
 local inflight, recoveries, queue = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('LLEN', inflight) ~= tonumber(ARGV[1]) then return false end
+if redis.call('HLEN', recoveries) > 0 then
+  for _, raw in ipairs(redis.call('LRANGE', inflight, 0, -1)) do
+    redis.call('HDEL', recoveries, redis.sha1hex(raw))
+  end
+end
 redis.call('DEL', inflight)
-local digests, appends, sets = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local at = 5
-for i = 1, digests do redis.call('HDEL', recoveries, ARGV[at + i]) end
-at = at + digests
-for i = 1, appends do redis.call('RPUSH', KEYS[3 + i], ARGV[at + i]) end
-at = at + appends
+local appends, sets = tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, appends do redis.call('RPUSH', KEYS[3 + i], ARGV[4 + i]) end
+local at = 4 + appends
 for i = 1, sets do redis.call('HSET', KEYS[3 + appends + i], ARGV[at + 2 * i - 1], ARGV[at + 2 * i]) end
 if ARGV[2] == '1' then
   local next = redis.call('LMOVE', queue, inflight, 'LEFT', 'RIGHT')
@@ -241,7 +245,6 @@ class Consumer:
         in-flight list first: what is still there is delivered again, never overwritten.
         """
         keys = self.keys
-        digests = [message.digest(raw) for raw in delivery.raws]
         appends = [(keys.queue(queue), payload) for queue, payload in outcome.pushes]
         appends += [(keys.dead_letters, entry) for entry in outcome.dead]
         appends += outcome.appends
@@ -250,8 +253,8 @@ class Consumer:
         reply = self._ack(
             keys=[self.inflight_key, keys.recoveries, self.queue_key, *(k for k, _ in appends),
                   *(k for k, _, _ in outcome.sets)],
-            args=[len(delivery.raws), int(take_next), len(digests), len(appends), len(outcome.sets),
-                  *digests, *(v for _, v in appends), *(x for _, f, v in outcome.sets for x in (f, v))])
+            args=[len(delivery.raws), int(take_next), len(appends), len(outcome.sets),
+                  *(v for _, v in appends), *(x for _, f, v in outcome.sets for x in (f, v))])
         if reply is None:
             # only this consumer adds to its list, so it holds this delivery whole or was reaped
             # (emptied) since a part of it was taken: then a part may be done elsewhere

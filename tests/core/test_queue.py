@@ -355,3 +355,17 @@ def test_an_ack_writes_its_appends_and_sets_with_the_results(r: redis.Redis) -> 
     assert r.lrange(K.dead_letters, 0, -1) == [b"d1", b"d2"] and r.lrange(K.failed, 0, -1) == [b"e1", b"e2"]
     assert r.hgetall(K.filelog("f")) == {b"p1": b"s1", b"p2": b"s2"}
     assert not r.hgetall(K.recoveries) and r.llen(K.inflight("h/writes")) == 0
+
+
+def test_an_ack_forgets_the_recovery_counts_of_its_messages_only(r: redis.Redis) -> None:
+    """The script works out the messages' digests itself (when any count is kept): they must be
+    the keys the reaper and a restarted consumer count under."""
+    for n in range(3):
+        push(r, "in", [{"n": n}])
+    c = consumer(r, "h/counts")
+    d = c.take(gather_items=2)
+    assert d is not None and len(d.raws) == 2
+    left = r.lindex(K.queue("in"), 0)
+    r.hset(K.recoveries, mapping={message.digest(raw): 2 for raw in [*d.raws, left]})
+    assert c.ack(d, Outcome(count=2))
+    assert r.hgetall(K.recoveries) == {message.digest(left).encode(): b"2"}
