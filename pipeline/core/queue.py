@@ -1,20 +1,21 @@
 """Reliable consumption of a Redis list (the BRPOPLPUSH pattern, with BLMOVE).
 
 A consumer moves one message at a time from its queue into its own in-flight list. When the
-work is done, one MULTI/EXEC removes the message from the in-flight list *and* pushes the
-results downstream (plus dead letters, stats, and whatever the worker adds, such as a file
-logger's committed size): after a crash a batch is either not done or done, never half.
+work is done, one atomic script (:data:`ACK_SCRIPT`) removes the message from the in-flight
+list *and* pushes the results downstream (plus dead letters, and whatever the worker adds,
+such as a file logger's committed size): after a crash a batch is either not done or done,
+never half.
 
-The acknowledgement is one Lua script (:data:`ACK_SCRIPT`, atomic as a MULTI/EXEC is, in one
-round trip instead of three): it first checks that the in-flight list still holds exactly
-what this consumer took. If a reaper took the batch back meanwhile (this consumer looked dead),
-the list was emptied, so it is refused and the results are dropped, since the batch will be
+The script first checks that the in-flight list still holds exactly what this consumer took.
+If a reaper took the batch back meanwhile (this consumer looked dead), the list was emptied,
+so the acknowledgement is refused and the results are dropped, since the batch will be
 processed again elsewhere. The same script may move the next message into the in-flight list
-(a worker's loop asks for it): the next take costs no round trip while the queue is busy. A restarted consumer finishes its own in-flight batch
-first; each such recovery is counted per message, and a message recovered ``max_recoveries``
-times is dead-lettered instead (a poison message must not crash workers forever). A consumer
-may gather several messages into its in-flight list (the Elasticsearch indexer does, to make
-bulk requests of a useful size); they are acknowledged, handed back or reaped together.
+(a worker's loop asks for it): while the queue is busy, a batch costs one round trip. A
+restarted consumer finishes its own in-flight batch first; each such recovery is counted per
+message, and a message recovered ``max_recoveries`` times is dead-lettered instead (a poison
+message must not crash workers forever). A consumer may gather several messages into its
+in-flight list (the Elasticsearch indexer does, to make bulk requests of a useful size); they
+are acknowledged, handed back or reaped together.
 """
 
 from __future__ import annotations
