@@ -256,8 +256,8 @@ def p5(es: Elasticsearch, url: str, rate: int, seconds: float, runs: int) -> Non
     """Latency at ``rate`` for ours and the peer, runs interleaved."""
     work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
     found: dict[str, list[latency.Latency]] = {"loglines": [], "rsyslog": []}
-    for _ in range(runs):
-        for make in (Ours, PeerSeq):
+    for run in range(runs):
+        for make in (Ours, PeerSeq) if run % 2 == 0 else (PeerSeq, Ours):  # neither always first
             index = f"p5-{make.name}"
             fresh(es, index)
             start = functools.partial(make, es_url=url, index=index)
@@ -285,18 +285,18 @@ def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float,
     """P4 (with its CPU table), then P5 at ``rate`` (0: half the slower system's P4 rate), then P6."""
     es = Elasticsearch(url, request_timeout=120)
     work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
+    if what == "p5" and not rate:
+        raise SystemExit("p5 alone needs --rate (half the slower system's P4 rate)")
+    warm = access_log(work / "warm.log", 20_000, seed=23)
+    for make in (Peer, Ours):  # a fresh node is slow at first: nobody's run should pay for that
+        throughput(make, es, url, warm, 20_000, f"warm-{make.name}")
     if what == "p5":
-        if not rate:
-            raise SystemExit("p5 alone needs --rate (half the slower system's P4 rate)")
         p5(es, url, rate, seconds, runs)
         return
     log = access_log(work / "access.log", count, seed=22)
     results: dict[str, list[float]] = {"loglines": [], "loglines-raw": [], "rsyslog": []}
     cpu: dict[str, list[dict[str, float]]] = {name: [] for name in results}
     rss: dict[str, list[float]] = {}
-    warm = access_log(work / "warm.log", 20_000, seed=23)
-    for make in (Peer, Ours):  # a fresh node is slow at first: nobody's run should pay for that
-        throughput(make, es, url, warm, 20_000, f"warm-{make.name}")
     for _ in range(runs):
         for make in (Ours, OursRaw, Peer):
             figure, peaks, used = throughput(make, es, url, log, count, f"p4-{make.name}")
