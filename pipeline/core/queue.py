@@ -93,16 +93,20 @@ STOPPING_TTL = 7 * 86400
 #: set. The reply: nil if the list is not what this consumer took (nothing written), else {1}
 #: or {1, the next message, now in flight}. A message's recovery count, if any, is forgotten
 #: (its key is the message's sha1, as :func:`message.digest` makes it); the hash is almost
-#: always empty, so the digests are worked out only when it is not.
+#: always empty, so the digests are worked out only when it is not. A write Redis refuses for a
+#: while (disk full, out of memory, a replica) is refused at the script's first write, before
+#: anything is written: that error is the script's reply as Redis gave it (not wrapped in a
+#: script error), so the worker waits it out as it does for any command.
 ACK_SCRIPT = """
 local inflight, recoveries, queue = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('LLEN', inflight) ~= tonumber(ARGV[1]) then return false end
-if redis.call('HLEN', recoveries) > 0 then
-  for _, raw in ipairs(redis.call('LRANGE', inflight, 0, -1)) do
-    redis.call('HDEL', recoveries, redis.sha1hex(raw))
-  end
+local held = redis.call('HLEN', recoveries) > 0 and redis.call('LRANGE', inflight, 0, -1) or {}
+-- a write refused (MISCONF, OOM, READONLY) is refused at the first one: its error, unwrapped
+local deleted = redis.pcall('DEL', inflight)
+if type(deleted) == 'table' and deleted.err then  -- older servers prefix where it was raised
+  return redis.error_reply(deleted.err:match('^@user_script: %d+: %-(.-)%s*$') or deleted.err)
 end
-redis.call('DEL', inflight)
+for _, raw in ipairs(held) do redis.call('HDEL', recoveries, redis.sha1hex(raw)) end
 local appends, sets = tonumber(ARGV[3]), tonumber(ARGV[4])
 for i = 1, appends do redis.call('RPUSH', KEYS[3 + i], ARGV[4 + i]) end
 local at = 4 + appends

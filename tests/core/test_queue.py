@@ -10,6 +10,7 @@ import redis
 
 from pipeline.config import RedisConfig
 from pipeline.core import message
+from pipeline.core.connection import passing
 from pipeline.core.keys import Keys
 from pipeline.core.queue import Consumer, Outcome
 from pipeline.core.reaper import reap
@@ -369,3 +370,27 @@ def test_an_ack_forgets_the_recovery_counts_of_its_messages_only(r: redis.Redis)
     r.hset(K.recoveries, mapping={message.digest(raw): 2 for raw in [*d.raws, left]})
     assert c.ack(d, Outcome(count=2))
     assert r.hgetall(K.recoveries) == {message.digest(left).encode(): b"2"}
+
+
+def test_an_ack_redis_refuses_for_a_while_writes_nothing_and_is_waited_out(r: redis.Redis) -> None:
+    """A Redis that refuses writes (a replica now, a full disk, no memory) refuses the script's
+    first write: the error reaches the worker as Redis gave it, which it waits out (a script
+    error would crash the worker, and each crash count a recovery towards poison)."""
+    push(r, "in", [{"n": 1}])
+    nxt = push(r, "in", [{"n": 2}])
+    c = consumer(r, "h/readonly")
+    d = c.take()
+    assert d is not None
+    r.replicaof("127.0.0.1", "1")  # a replica of a master that is not there: read-only
+    try:
+        with pytest.raises(redis.ResponseError) as refused:
+            c.ack(d, Outcome(pushes=[("out", b"[1]")], count=1), take_next=True)
+        assert passing(refused.value), refused.value
+        assert r.lrange(K.inflight("h/readonly"), 0, -1) == d.raws and r.llen(K.queue("out")) == 0
+    finally:
+        r.replicaof("NO", "ONE")
+    c.after_connection_error()  # what the worker loop does with any Redis error
+    again = c.take()
+    assert again is not None and again.raws == d.raws
+    assert c.ack(again, Outcome(pushes=[("out", b"[1]")], count=1), take_next=True)
+    assert r.lrange(K.queue("out"), 0, -1) == [b"[1]"] and r.lrange(K.inflight("h/readonly"), 0, -1) == [nxt]
