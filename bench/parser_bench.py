@@ -25,7 +25,7 @@ def run_once(client, log: Path, plugin_name: str) -> float:  # type: ignore[no-u
     done = 0
     started = time.perf_counter()
     while (delivery := consumer.take()) is not None:
-        consumer.ack(delivery, process(delivery.elements, "raw"))
+        consumer.ack(delivery, process(delivery.elements, "raw"), take_next=True)
         done += delivery.count
     elapsed = time.perf_counter() - started
     assert done == count and client.llen("{loglines}:dlq") == 0

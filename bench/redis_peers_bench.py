@@ -89,7 +89,7 @@ def p1(count: int, runs: int) -> None:
 class OursParsing:
     """watcher -> parser as two worker processes on a given Redis: parsed records in ``parsed``."""
 
-    def __init__(self, log: Path, redis_url: str) -> None:
+    def __init__(self, log: Path, redis_url: str, parsers: int = 1) -> None:
         from tests.support.procs import Worker
 
         self.work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
@@ -98,7 +98,10 @@ class OursParsing:
                        "pushto = raw\n[worker_p]\ntype = parser\nlistento = raw\npushto = parsed\n"
                        "plugin = accesslog\n")
         self.log = log
-        self.workers = [Worker(cfg, name, self.work) for name in ("logger_w", "worker_p")]
+        self.workers = [Worker(cfg, "logger_w", self.work)]
+        # numprocs copies of the parser, named as supervisord names them (distinct consumers)
+        self.workers += ([Worker(cfg, "worker_p", self.work)] if parsers == 1 else
+                         [Worker(cfg, "worker_p", self.work, f"worker_p_{n:02d}") for n in range(parsers)])
 
     def __enter__(self) -> OursParsing:
         for worker in self.workers:
@@ -106,7 +109,7 @@ class OursParsing:
         return self
 
     def pids(self) -> dict[str, int]:
-        return {w.name: w.proc.pid for w in self.workers if w.proc is not None}
+        return {w.process_name or w.name: w.proc.pid for w in self.workers if w.proc is not None}
 
     def drained(self, client: Any) -> bool:
         """Every line of the file committed, and every batch parsed and acknowledged."""
@@ -131,7 +134,7 @@ def records_in(client: Any, key: str, has: bytes = b"") -> int:
     return total
 
 
-def p2(count: int, runs: int) -> None:
+def p2(count: int, runs: int, parsers: int = 1) -> None:
     work = Path(tempfile.mkdtemp(prefix="loglines-bench-"))
     data = access_log(work / "access.log", count)
     server = private_redis(work / "redis")
@@ -144,7 +147,7 @@ def p2(count: int, runs: int) -> None:
                 client.flushall()
                 log = work / "target.log"
                 log.write_bytes(b"")
-                system: Any = (OursParsing(log, server.url) if name == "loglines"
+                system: Any = (OursParsing(log, server.url, parsers) if name == "loglines"
                                else SyslogNg.parsed_to_redis(log, server.url, "parsed"))
                 with system:
                     pids = system.pids()
@@ -173,12 +176,13 @@ def p2(count: int, runs: int) -> None:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
     o, p = statistics.median(figures["loglines"]), statistics.median(figures["syslog-ng"])
-    print(f"P2 file->parsed records in Redis, loglines watcher -> parser (accesslog): {o:,.0f} lines/s "
+    copies = f" x{parsers} (numprocs)" if parsers > 1 else ""
+    print(f"P2 file->parsed records in Redis, loglines watcher -> parser{copies} (accesslog): {o:,.0f} lines/s "
           f"({med(figures['loglines'])}); CPU s per 100,000 lines: {cpu_text(medians(cpus['loglines']))}")
     print(f"P2 file->parsed records in Redis, syslog-ng apache-accesslog-parser() -> redis(): {p:,.0f} "
           f"lines/s ({med(figures['syslog-ng'])}); CPU s per 100,000 lines: {cpu_text(medians(cpus['syslog-ng']))}")
     print(f"P2 ratio: {o / p:.2f}x; every line arrived as a parsed record on both sides")
-    row(f"P2 file -> parsed records in Redis (lines/s, {count:,} lines, median of {runs})", f"{o:,.0f}",
+    row(f"P2 file -> parsed records in Redis{copies} (lines/s, {count:,} lines, median of {runs})", f"{o:,.0f}",
         f"{p:,.0f} (syslog-ng)", f"{o / p:.2f}x", "")
 
 
@@ -188,11 +192,12 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000, help="P1 file size")
     parser.add_argument("--p2-lines", type=int, default=500_000, help="P2 file size")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--parsers", type=int, default=1, help="P2: parser processes (numprocs)")
     args = parser.parse_args()
     if args.what in ("p1", "all"):
         p1(args.lines, args.runs)
     if args.what in ("p2", "all"):
-        p2(args.p2_lines, args.runs)
+        p2(args.p2_lines, args.runs, args.parsers)
 
 
 if __name__ == "__main__":
