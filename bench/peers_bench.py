@@ -83,6 +83,7 @@ class Ours:
 
     parse = True
     processes = int(os.environ.get("BENCH_PROCESSES", "1"))  # per consuming worker, as numprocs
+    bulks = int(os.environ.get("BENCH_BULKS", "2"))  # the indexer's bulks_in_flight
 
     def __init__(self, log: Path, es_url: str, index: str, es_hosts: str = "") -> None:
         from tests.support.procs import Worker
@@ -96,7 +97,8 @@ class Ours:
                        f"[logger_w]\ntype = watcher\nlogfile = {log}\n"
                        f"pushto = {'raw' if self.parse else 'parsed'}\n{parser}"
                        f"[worker_e]\ntype = esindexer\nlistento = parsed\nhosts = {es_hosts or es_url}\n"
-                       f"index = {index}\ntemplate = {'access' if self.parse else 'none'}\n")
+                       f"index = {index}\ntemplate = {'access' if self.parse else 'none'}\n"
+                       f"bulks_in_flight = {self.bulks}\n")
         self.cfg, self.setup = cfg, not es_hosts  # no setup when pointed at nothing (P6)
         self.es_url, self.index = es_hosts or es_url, index
         names = ("logger_w", "worker_p", "worker_e") if self.parse else ("logger_w", "worker_e")

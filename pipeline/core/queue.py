@@ -15,7 +15,10 @@ restarted consumer finishes its own in-flight batch first; each such recovery is
 message, and a message recovered ``max_recoveries`` times is dead-lettered instead (a poison
 message must not crash workers forever). A consumer may gather several messages into its
 in-flight list (the Elasticsearch indexer does, to make bulk requests of a useful size); they
-are acknowledged, handed back or reaped together.
+are acknowledged, handed back or reaped together. It may also take the next delivery while one
+is in hand (:meth:`Consumer.take_ahead`, the indexer's bulks in flight): its messages go into
+the in-flight list behind, the deliveries are acknowledged in the order taken, each removing
+its own messages from the head of the list, and a crash or a reaper takes them all back.
 """
 
 from __future__ import annotations
@@ -88,30 +91,34 @@ class Lost(Exception):
 STOPPING_TTL = 7 * 86400
 
 #: The acknowledgement. KEYS: the in-flight list, the recoveries hash, the queue, then the keys
-#: written. ARGV: the in-flight list's expected length, whether to take the next message (1/0),
-#: the numbers of appends and of sets, then the appended values, and a field and a value per
-#: set. The reply: nil if the list is not what this consumer took (nothing written), else {1}
-#: or {1, the next message, now in flight}. A message's recovery count, if any, is forgotten
-#: (its key is the message's sha1, as :func:`message.digest` makes it); the hash is almost
-#: always empty, so the digests are worked out only when it is not. A write Redis refuses for a
+#: written. ARGV: the in-flight list's expected length (every message taken), how many of its
+#: first messages are acknowledged (all of them, or those of the delivery before the ones still
+#: being worked on), whether to take the next message (1/0), the numbers of appends and of
+#: sets, then the appended values, and a field and a value per set. The reply: nil if the list
+#: is not what this consumer took (nothing written), else {1} or {1, the next message, now in
+#: flight}. An acknowledged message's recovery count, if any, is forgotten (its key is the
+#: message's sha1, as :func:`message.digest` makes it); the hash is almost always empty, so the
+#: digests are worked out only when it is not. A write Redis refuses for a
 #: while (disk full, out of memory, a replica) is refused at the script's first write, before
 #: anything is written: that error is the script's reply as Redis gave it (not wrapped in a
 #: script error), so the worker waits it out as it does for any command.
 ACK_SCRIPT = """
 local inflight, recoveries, queue = KEYS[1], KEYS[2], KEYS[3]
-if redis.call('LLEN', inflight) ~= tonumber(ARGV[1]) then return false end
-local held = redis.call('HLEN', recoveries) > 0 and redis.call('LRANGE', inflight, 0, -1) or {}
+local taken, done = tonumber(ARGV[1]), tonumber(ARGV[2])
+if redis.call('LLEN', inflight) ~= taken then return false end
+local held = redis.call('HLEN', recoveries) > 0 and redis.call('LRANGE', inflight, 0, done - 1) or {}
 -- a write refused (MISCONF, OOM, READONLY) is refused at the first one: its error, unwrapped
-local deleted = redis.pcall('DEL', inflight)
-if type(deleted) == 'table' and deleted.err then  -- older servers prefix where it was raised
-  return redis.error_reply(deleted.err:match('^@user_script: %d+: %-(.-)%s*$') or deleted.err)
+local removed
+if done == taken then removed = redis.pcall('DEL', inflight) else removed = redis.pcall('LTRIM', inflight, done, -1) end
+if type(removed) == 'table' and removed.err then  -- older servers prefix where it was raised
+  return redis.error_reply(removed.err:match('^@user_script: %d+: %-(.-)%s*$') or removed.err)
 end
 for _, raw in ipairs(held) do redis.call('HDEL', recoveries, redis.sha1hex(raw)) end
-local appends, sets = tonumber(ARGV[3]), tonumber(ARGV[4])
-for i = 1, appends do redis.call('RPUSH', KEYS[3 + i], ARGV[4 + i]) end
-local at = 4 + appends
+local appends, sets = tonumber(ARGV[4]), tonumber(ARGV[5])
+for i = 1, appends do redis.call('RPUSH', KEYS[3 + i], ARGV[5 + i]) end
+local at = 5 + appends
 for i = 1, sets do redis.call('HSET', KEYS[3 + appends + i], ARGV[at + 2 * i - 1], ARGV[at + 2 * i]) end
-if ARGV[2] == '1' then
+if ARGV[3] == '1' then
   local next = redis.call('LMOVE', queue, inflight, 'LEFT', 'RIGHT')
   if next then return {1, next} end
 end
@@ -241,14 +248,34 @@ class Consumer:
         except PayloadError as exc:
             delivery.bad.append((raw, str(exc)))
 
-    def ack(self, delivery: Delivery, outcome: Outcome, take_next: bool = False) -> bool:
+    def take_ahead(self, gather_items: int = 0) -> Delivery | None:
+        """While the deliveries in hand are worked on, the next work queued (never waiting for
+        any): moved into the in-flight list behind them, to be acknowledged after them (in the
+        order taken: :meth:`ack` with ``behind``). None when nothing is queued, or when what the
+        in-flight list holds is not known (after a connection error: :meth:`take` finds out)."""
+        if self._check_own or self._next is not None:
+            return None
+        delivery: Delivery | None = None
+        while delivery is None or (gather_items and delivery.count < gather_items):
+            raw = self.client.lmove(self.queue_key, self.inflight_key, "LEFT", "RIGHT")
+            if raw is None:
+                break
+            if delivery is None:
+                delivery = Delivery([])
+            self._add(delivery, raw)
+        return delivery
+
+    def ack(self, delivery: Delivery, outcome: Outcome, take_next: bool = False, behind: int = 0) -> bool:
         """Commit a delivery's outcome; False if it was no longer ours (already done, or reaped).
         With ``take_next``, the same script moves the next message of the queue into the
         in-flight list, for the next :meth:`take` (a stopping consumer hands it back).
+        ``behind``: the messages taken after this delivery (:meth:`take_ahead`) and still being
+        worked on; they stay in the in-flight list, and the list must hold all of them too.
 
         Until an acknowledgement is known to have gone through, the next take looks in the
         in-flight list first: what is still there is delivered again, never overwritten.
         """
+        assert not (take_next and behind), "the next message would go behind those still in hand"
         keys = self.keys
         appends = [(keys.queue(queue), payload) for queue, payload in outcome.pushes]
         appends += [(keys.dead_letters, entry) for entry in outcome.dead]
@@ -258,7 +285,7 @@ class Consumer:
         reply = self._ack(
             keys=[self.inflight_key, keys.recoveries, self.queue_key, *(k for k, _ in appends),
                   *(k for k, _, _ in outcome.sets)],
-            args=[len(delivery.raws), int(take_next), len(appends), len(outcome.sets),
+            args=[len(delivery.raws) + behind, len(delivery.raws), int(take_next), len(appends), len(outcome.sets),
                   *(v for _, v in appends), *(x for _, f, v in outcome.sets for x in (f, v))])
         if reply is None:
             # only this consumer adds to its list, so it holds this delivery whole or was reaped

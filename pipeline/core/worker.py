@@ -66,6 +66,19 @@ class Heartbeat(threading.Thread):
 
 
 Handler = Callable[[Delivery], Outcome]
+#: What waits for a delivery's outcome, once its work is started.
+Finish = Callable[[], Outcome]
+#: A handler that starts the work on a delivery and returns what waits for it, so that the loop
+#: can take the next delivery and start it too meanwhile (the indexer's bulks in flight).
+Starter = Callable[[Delivery], Finish]
+
+
+def _at_once(handle: Handler) -> Starter:
+    def start(delivery: Delivery) -> Finish:
+        outcome = handle(delivery)
+        return lambda: outcome
+
+    return start
 
 
 def undecodable(consumer: Consumer, delivery: Delivery) -> list[bytes]:
@@ -82,27 +95,44 @@ def run_consumer(
     cfg: Config,
     program: ProgramConfig[Any],
     queue: str,
-    make_handler: Callable[[Consumer, Flags], Handler],
+    make_handler: Callable[[Consumer, Flags], Handler] | None,
     flags: Flags | None = None,
     client: redis.Redis | None = None,
     tick: Callable[[], None] | None = None,
     gather_items: int = 0,
     linger: float = 0.0,
+    make_starter: Callable[[Consumer, Flags], Starter] | None = None,
+    in_flight: int = 1,
 ) -> int:
+    """The loop. With ``make_starter`` (instead of ``make_handler``) and ``in_flight`` above 1,
+    that many deliveries are worked on at once: while the first is, the next ones queued are
+    taken into the in-flight list behind it and started, and they are acknowledged one by one
+    in the order taken (a crash or a reaper takes back all of them, as one delivery)."""
     flags = flags or Flags()
     rcfg = cfg.redis_for(program)
     client = client or connect(rcfg)
     consumer = Consumer(client, rcfg, queue, consumer_id(program.name), program.name)
-    handler = make_handler(consumer, flags)
+    if make_starter is not None:
+        start = make_starter(consumer, flags)
+    else:
+        assert make_handler is not None
+        start, in_flight = _at_once(make_handler(consumer, flags)), 1
     heartbeat = Heartbeat(consumer, rcfg.heartbeat_ttl, flags)
     watchdog = Watchdog(consumer.id, cfg.watchdog_s)
     watchdog.start()
     outage = Outage(consumer.id, flags, client)
     started = False
     next_reap = 0.0
+    held: list[tuple[Delivery, Finish, float]] = []  # in the in-flight list's order
     log.info("%s: consuming %s", consumer.id, queue)
+
+    def begin(delivery: Delivery) -> None:
+        taken = time.monotonic()
+        failpoint.hit("taken")
+        held.append((delivery, start(delivery) if delivery.count else Outcome, taken))
+
     try:
-        while not flags.stop:
+        while not flags.stop or held:  # what is in hand is finished, a stop or not
             turned()
             try:
                 if not started:
@@ -110,29 +140,40 @@ def run_consumer(
                     if not heartbeat.is_alive():
                         heartbeat.start()
                     started = True
-                delivery = consumer.take(gather_items, linger)
-                if delivery is not None:
-                    taken = time.monotonic()
-                    failpoint.hit("taken")
-                    outcome = Outcome()
-                    if delivery.count:
-                        try:
-                            outcome = handler(delivery)
-                        except HandBack:
-                            consumer.hand_back()
-                            log.info("%s: batch handed back to %s", consumer.id, queue)
+                try:
+                    if not held and not flags.stop:
+                        delivery = consumer.take(gather_items, linger)
+                        if delivery is not None:
+                            begin(delivery)
+                    while held and len(held) < in_flight and not flags.stop:
+                        more = consumer.take_ahead(gather_items)
+                        if more is None:
                             break
-                        except Lost:
-                            log.warning("%s: the batch in hand was reaped while this process was "
-                                        "paused; it is done elsewhere", consumer.id)
-                            consumer.after_connection_error()
-                            continue
-                    outcome.dead.extend(undecodable(consumer, delivery))
-                    failpoint.hit("handled")
-                    # the next message comes with the acknowledgement, unless stopping
-                    if consumer.ack(delivery, outcome, take_next=not flags.stop):
-                        # taken to acknowledged, for the monitor
-                        consumer.stats.observe("batch_seconds", time.monotonic() - taken)
+                        begin(more)
+                    if held:
+                        delivery, finish, taken = held[0]
+                        outcome = finish()
+                        outcome.dead.extend(undecodable(consumer, delivery))
+                        failpoint.hit("handled")
+                        behind = sum(len(d.raws) for d, _, _ in held[1:])
+                        # the next message comes with the acknowledgement, unless stopping
+                        if consumer.ack(delivery, outcome, take_next=not flags.stop and not behind,
+                                        behind=behind):
+                            # taken to acknowledged, for the monitor
+                            consumer.stats.observe("batch_seconds", time.monotonic() - taken)
+                            del held[0]
+                        else:
+                            held.clear()  # reaped: those behind it are being done elsewhere too
+                except HandBack:
+                    consumer.hand_back()
+                    log.info("%s: batch handed back to %s", consumer.id, queue)
+                    break
+                except Lost:
+                    log.warning("%s: the batch in hand was reaped while this process was "
+                                "paused; it is done elsewhere", consumer.id)
+                    consumer.after_connection_error()
+                    held.clear()
+                    continue
                 consumer.stats.flush()
                 if tick is not None:
                     tick()
@@ -141,7 +182,8 @@ def run_consumer(
                     reap(client, rcfg, me=consumer.id)
                 outage.over()
             except REDIS_ERRORS as exc:
-                consumer.after_connection_error()
+                consumer.after_connection_error()  # the next take finds out what is in flight
+                held.clear()
                 outage.wait(exc)
         if started:
             consumer.stats.flush(force=True)

@@ -8,9 +8,14 @@ document: a 409 counts as delivered. Per-item results are read:
 429/502/503/504 are retried (only those items) with capped exponential backoff and jitter; any
 other rejection (a mapping or parse error) dead-letters that document with Elasticsearch's
 reason. The batch is acknowledged only when every document is indexed, already there, or
-dead-lettered; while Elasticsearch is down the worker holds its one batch and takes no more.
-Small messages (an application's single records) that are queued are gathered into bulks of up
-to ``batch_docs`` documents; with ``flush_ms`` the indexer also waits that long for more.
+dead-lettered; while Elasticsearch is down the worker holds the batches in hand and takes no
+more. Small messages (an application's single records) that are queued are gathered into bulks
+of up to ``batch_docs`` documents; with ``flush_ms`` the indexer also waits that long for more.
+
+With ``bulks_in_flight`` above 1 (the default is 2), while Elasticsearch works on one bulk the
+indexer takes the next batch queued, makes its bulk and sends it too, so that the node is never
+idle waiting for us; batches are acknowledged in the order taken. A crash takes back every batch
+in hand, and the ids make the redelivery of one already indexed a row of 409s, not a double.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import functools
 import gc
 import logging
 import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,7 +45,7 @@ from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer, Delivery, Outcome
 from pipeline.core.retry import Retry
 from pipeline.core.stats import Stats
-from pipeline.core.worker import Handler, run_consumer
+from pipeline.core.worker import Finish, Starter, run_consumer
 from pipeline.registry import Component
 from pipeline.sinks.esids import RETRYABLE, SCHEMES, IdSchemes, document_id
 
@@ -69,6 +76,8 @@ class EsIndexerOptions:
                         "index template 'loglines es setup' installs for this index", "none")
     id_scheme: str = option(dt.choice(*SCHEMES), "ids of lines' records: ordered for new indices and sha1 "
                             "for those that hold sha1 ids (auto), or one scheme everywhere", "auto")
+    bulks_in_flight: int = option(dt.integer(1, 8), "bulk requests sent before the first is answered (the next "
+                                  "batch's is made and sent while the node works on one)", 2)
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +167,31 @@ def status_label(status: int) -> str:
     return str(status) if status in (400, 404, 409, 413, 429, 500, 502, 503, 504) else f"{status // 100}xx"
 
 
+class Background:
+    """A call run in a thread of its own (a bulk request while the worker makes the next):
+    :meth:`result` waits for it, then returns what it returned or raises what it raised."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.started = time.monotonic()
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), name="bulk", daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self._value = call()
+        except BaseException as exc:  # handed to the worker's thread, raised there
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        return self._value
+
+
 class Indexer:
     def __init__(self, opts: EsIndexerOptions, es: Elasticsearch, flags: Flags, name: str,
                  stats: Stats | None = None) -> None:
@@ -214,25 +248,44 @@ class Indexer:
 
     def index(self, records: list[dict[str, Any]], worker: str, queue: str) -> list[bytes]:
         """Index every record or dead-letter it; the dead-letter entries."""
+        return self.begin(records, worker, queue)()
+
+    def begin(self, records: list[dict[str, Any]], worker: str, queue: str,
+              background: bool = False) -> Callable[[], list[bytes]]:
+        """Make the bulk of ``records`` and, in the ``background``, send its first request
+        already; what waits for every record to be indexed or dead-lettered (the entries)."""
         ops, bad = self.operations(records)
         dead = [message.dead_letter(reason=f"the record {why}", worker=worker, queue=queue, item=record)
                 for record, why in bad]
-        for chunk in self.chunks(ops):
-            dead.extend(self._bulk_until_done(chunk, worker, queue))
-        return dead
+        chunks = self.chunks(ops)
+        first = Background(functools.partial(self._send, chunks[0])) if background and chunks else None
 
-    def _bulk_until_done(self, pending: list[tuple[dict[str, Any], bytes]], worker: str, queue: str) -> list[bytes]:
+        def finish() -> list[bytes]:
+            for n, chunk in enumerate(chunks):
+                dead.extend(self._bulk_until_done(chunk, worker, queue, first if n == 0 else None))
+            return dead
+
+        return finish
+
+    def _send(self, pending: list[tuple[dict[str, Any], bytes]]) -> Any:
+        # the NDJSON lines made once above, as they are: the client copies them into its one
+        # body (joining them here first would hold a second copy of the bulk); its annotation
+        # only names the list-of-dicts form
+        return self.es.bulk(operations=[op for _, op in pending],  # type: ignore[misc]
+                            filter_path="errors,items.*.status,items.*.error")
+
+    def _bulk_until_done(self, pending: list[tuple[dict[str, Any], bytes]], worker: str, queue: str,
+                         sent: Background | None = None) -> list[bytes]:
+        """Send ``pending`` until every document is in or dead-lettered; ``sent``: its first
+        request, already on its way."""
         dead: list[bytes] = []
         retrying = Retry(self.name, self.flags, base=0.5, cap=self.opts.max_backoff)
         while pending:
             retry: list[tuple[dict[str, Any], bytes]] = []
-            started = time.monotonic()
+            started = time.monotonic() if sent is None else sent.started
             try:
-                # the NDJSON lines made once above, as they are: the client copies them into
-                # its one body (joining them here first would hold a second copy of the bulk);
-                # its annotation only names the list-of-dicts form
-                response = self.es.bulk(operations=[op for _, op in pending],  # type: ignore[misc]
-                                        filter_path="errors,items.*.status,items.*.error")
+                request, sent = sent, None  # a retry sends again
+                response = self._send(pending) if request is None else request.result()
                 results = response.get("items") or [] if response.get("errors") else None
             except (EsConnectionError, ConnectionTimeout) as exc:
                 retry, reason = pending, f"Elasticsearch unreachable ({type(exc).__name__})"
@@ -281,18 +334,23 @@ class Indexer:
 def run(cfg: Config, program: ProgramConfig[EsIndexerOptions], flags: Flags) -> int:
     opts: EsIndexerOptions = program.options
 
-    def make_handler(consumer: Consumer, flags: Flags) -> Handler:
+    def make_starter(consumer: Consumer, flags: Flags) -> Starter:
         indexer = Indexer(opts, client(opts), flags, program.name, consumer.stats)
 
-        def handle(delivery: Delivery) -> Outcome:
+        def start(delivery: Delivery) -> Finish:
             records = delivery.items or []
-            dead = indexer.index(records, consumer.id, opts.listento)
-            return Outcome(dead=dead, count=len(records), out=len(records) - len(dead))
+            finish = indexer.begin(records, consumer.id, opts.listento, background=opts.bulks_in_flight > 1)
 
-        return handle
+            def outcome() -> Outcome:
+                dead = finish()
+                return Outcome(dead=dead, count=len(records), out=len(records) - len(dead))
 
-    return run_consumer(cfg, program, opts.listento, make_handler, flags,
-                        gather_items=opts.batch_docs, linger=opts.flush_ms / 1000)
+            return outcome
+
+        return start
+
+    return run_consumer(cfg, program, opts.listento, None, flags, gather_items=opts.batch_docs,
+                        linger=opts.flush_ms / 1000, make_starter=make_starter, in_flight=opts.bulks_in_flight)
 
 
 COMPONENT = Component(

@@ -394,3 +394,50 @@ def test_an_ack_redis_refuses_for_a_while_writes_nothing_and_is_waited_out(r: re
     assert again is not None and again.raws == d.raws
     assert c.ack(again, Outcome(pushes=[("out", b"[1]")], count=1), take_next=True)
     assert r.lrange(K.queue("out"), 0, -1) == [b"[1]"] and r.lrange(K.inflight("h/readonly"), 0, -1) == [nxt]
+
+
+def test_deliveries_taken_ahead_are_acknowledged_in_order_and_the_later_stay_in_flight(r: redis.Redis) -> None:
+    """Two deliveries in hand (an indexer's two bulks in flight): the first one's ack removes its
+    messages only, and forgets only their recovery counts."""
+    raws = [push(r, "in", [{"n": n}]) for n in range(3)]
+    c = consumer(r, "h/ahead")
+    first = c.take()
+    second = c.take_ahead()
+    assert first is not None and second is not None and first.raws == raws[:1] and second.raws == raws[1:2]
+    assert r.lrange(K.inflight("h/ahead"), 0, -1) == raws[:2]
+    r.hset(K.recoveries, mapping={message.digest(raw): 1 for raw in raws[:2]})
+    assert c.ack(first, Outcome(pushes=[("out", b"[0]")], count=1), behind=len(second.raws))
+    assert r.lrange(K.inflight("h/ahead"), 0, -1) == raws[1:2] and r.lrange(K.queue("out"), 0, -1) == [b"[0]"]
+    assert r.hgetall(K.recoveries) == {message.digest(raws[1]).encode(): b"1"}
+    third = c.take_ahead()
+    assert third is not None and third.raws == raws[2:] and c.take_ahead() is None  # nothing queued
+    assert c.ack(second, Outcome(pushes=[("out", b"[1]")], count=1), behind=1)
+    assert c.ack(third, Outcome(pushes=[("out", b"[2]")], count=1))
+    assert r.llen(K.inflight("h/ahead")) == 0 and r.lrange(K.queue("out"), 0, -1) == [b"[0]", b"[1]", b"[2]"]
+    assert r.hlen(K.recoveries) == 0
+
+
+def test_a_crash_with_deliveries_taken_ahead_takes_all_of_them_back(r: redis.Redis) -> None:
+    raws = [push(r, "in", [{"n": n}]) for n in range(3)]
+    dying = consumer(r, "h/ahead")
+    assert dying.take() is not None and dying.take_ahead(gather_items=2) is not None  # then it dies
+    again = consumer(r, "h/ahead")
+    d = again.take()
+    assert d is not None and d.raws == raws and d.recovered == 1 and [i["n"] for i in d.items] == [0, 1, 2]
+    assert again.ack(d, Outcome()) and r.llen(K.inflight("h/ahead")) == 0
+
+
+def test_an_ack_with_deliveries_ahead_is_refused_once_reaped_and_nothing_is_taken_ahead_unknowingly(
+        r: redis.Redis) -> None:
+    raws = [push(r, "in", [{"n": n}]) for n in range(3)]
+    slow = consumer(r, "h/slow")
+    first, second = slow.take(), slow.take_ahead()
+    assert first is not None and second is not None
+    r.delete(K.heartbeat("h/slow"))  # it looked dead for a while
+    assert reap(r, CFG).requeued == 1  # its one in-flight list, both deliveries
+    assert r.lrange(K.queue("in"), 0, -1) == raws  # back at the head, in order
+    assert not slow.ack(first, Outcome(pushes=[("out", b"[0]")]), behind=1)
+    assert r.llen(K.queue("out")) == 0 and r.llen(K.inflight("h/slow")) == 0
+    assert slow.take_ahead() is None  # its in-flight list is not known now: take() looks first
+    slow.after_connection_error()
+    assert slow.take_ahead() is None and r.llen(K.inflight("h/slow")) == 0

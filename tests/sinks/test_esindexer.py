@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
+import signal
+import socket
 import textwrap
 import threading
 import time
@@ -256,6 +259,42 @@ def test_elasticsearch_down_for_30s_under_load(es_node_factory, write_cfg, tmp_p
         assert count(es, index) == 15_500 and r.llen(K.dead_letters) == 0
         assert "unreachable" in worker.logfile.read_text()
         scenario.check("es", es_seen(es, index, "seq"), 15_500, note="RSS flat while down")
+    finally:
+        worker.stop()
+
+
+def test_two_bulks_in_flight_to_a_frozen_node_then_a_kill_double_nothing(es_node_factory, write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
+    """``bulks_in_flight = 2`` (the default): while the node works on one bulk the indexer sends
+    the next. A node frozen mid-way has both requests unanswered, with both batches and nothing
+    more in the in-flight list; the indexer killed then, the node let go, the restarted one
+    sends both again and every record is in exactly once."""
+    scenario = Scenario("40 kill -9 with two bulks unanswered (node frozen)")
+    node = es_node_factory()
+    es = es_client(node.url)
+    index = "inflight"
+    cfg = write_cfg(indexer_section(node.url, index, listento="records").replace("batch_docs = 300", "batch_docs = 100"))
+    inflight = K.inflight(f"{socket.gethostname()}/worker_es")
+    worker = Worker(cfg, "worker_es", tmp_path).start()
+    try:
+        r.rpush(K.queue("records"), orjson.dumps(records(100)))
+        wait_for(lambda: count(es, index) == 100, timeout=60, what="the first batch")
+        os.kill(node.pid, signal.SIGSTOP)
+        try:
+            for start in range(100, 2000, 100):
+                r.rpush(K.queue("records"), orjson.dumps(records(100, start)))
+            wait_for(lambda: r.llen(inflight) == 2, timeout=30, what="two batches in flight to a frozen node")
+            time.sleep(2)  # and no third: the first is not answered
+            assert r.llen(inflight) == 2 and r.llen(K.queue("records")) == 17
+            worker.kill()
+        finally:
+            os.kill(node.pid, signal.SIGCONT)
+        worker.start()
+        wait_for(lambda: r.llen(K.queue("records")) == 0 and r.llen(inflight) == 0 and count(es, index) >= 2000,
+                 timeout=120, interval=1, what="every batch indexed after the restart")
+        time.sleep(2)
+        assert count(es, index) == 2000 and r.llen(K.dead_letters) == 0
+        assert "recovering 2 in-flight message(s)" in worker.logfile.read_text()
+        scenario.check("es", es_seen(es, index, "seq"), 2000, note="both bulks sent again: 409s")
     finally:
         worker.stop()
 
