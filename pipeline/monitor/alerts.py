@@ -7,6 +7,11 @@ restarted in the middle of an alert neither repeats its first message nor forget
 it. Messages go to a webhook (Slack's incoming-webhook body ``{"text": ...}``, or a generic
 JSON body) and to mail (the schedule worker's SMTP code and keys); a channel that fails is
 tried again at the next check, for that message only.
+
+When the monitor's own Redis does not answer, nothing can be read or written there: the alert
+about it (``redis_unreachable``) is kept in the process (:meth:`Alerts.offline`) and merged into
+the hash once Redis answers again, so that its end is told too; so is any round whose write
+failed. A monitor restarted during such an outage starts that alert again.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import orjson
 import redis
 import requests
 
+from pipeline.core.connection import REDIS_ERRORS
 from pipeline.core.keys import Keys
 from pipeline.core.logsetup import safe
 from pipeline.monitor.health import Check, for_seconds
@@ -109,26 +115,26 @@ class Alerts:
     def __init__(self, client: redis.Redis, keys: Keys, opts: MonitorOptions, notifier: Notifier) -> None:
         self.client, self.key, self.opts, self.notifier = client, keys.monitor("alerts"), opts, notifier
         self.host = socket.gethostname()
+        self.unsaved: dict[str, Alert] = {}  # moved on but not written: newer than the hash's
 
     def current(self) -> dict[str, Alert]:
-        return {k.decode(): Alert.loads(v) for k, v in self.client.hgetall(self.key).items()}
+        stored = {k.decode(): Alert.loads(v) for k, v in self.client.hgetall(self.key).items()}
+        return {**stored, **self.unsaved}
+
+    def offline(self, check: Check, now: float) -> None:
+        """A round without the Redis the alerts live in: ``check`` (that Redis not answering)
+        moves on in the process alone, every alert held here is told; the others wait."""
+        self._failing(self.unsaved, check, now)
+        for alert in self.unsaved.values():
+            self._deliver(alert)
 
     def evaluate(self, checks: list[Check], now: float) -> list[Alert]:
         """Move every alert on by one round of checks; tell people what started, lasts past
         ``remind_s`` or ended; the alerts firing now."""
         alerts = self.current()
         failing = {c.id: c for c in checks if not c.ok}
-        for cid, check in failing.items():
-            alert = alerts.get(cid)
-            if alert is None or alert.resolved:
-                alert = alerts[cid] = Alert(cid, check.rule, check.summary, now)
-            alert.summary = check.summary
-            if not alert.firing and now - alert.since >= for_seconds(self.opts, check.rule):
-                alert.firing, alert.fired_at = True, now
-                self._owe(alert, "firing", now)
-            elif alert.firing and self.opts.remind_s and now - alert.told_at >= self.opts.remind_s \
-                    and not alert.owed:
-                self._owe(alert, "reminder", now)
+        for check in failing.values():
+            self._failing(alerts, check, now)
         for cid, alert in list(alerts.items()):
             if cid in failing or alert.resolved:
                 continue
@@ -143,13 +149,30 @@ class Alerts:
         for alert in alerts.values():
             self._deliver(alert)
         done = [cid for cid, a in alerts.items() if a.resolved and not a.owed]
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key)
-            live = {cid: orjson.dumps(asdict(a)) for cid, a in alerts.items() if cid not in done}
-            if live:
-                pipe.hset(self.key, mapping=live)
-            pipe.execute()
+        live = {cid: a for cid, a in alerts.items() if cid not in done}
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(self.key)
+                if live:
+                    pipe.hset(self.key, mapping={cid: orjson.dumps(asdict(a)) for cid, a in live.items()})
+                pipe.execute()
+        except REDIS_ERRORS:
+            self.unsaved = live  # what was told stays told: the next round starts from it
+            raise
+        self.unsaved = {}
         return [a for a in alerts.values() if a.firing and not a.resolved]
+
+    def _failing(self, alerts: dict[str, Alert], check: Check, now: float) -> None:
+        """One more round of a failing check: it starts, fires after its rule's time, reminds."""
+        alert = alerts.get(check.id)
+        if alert is None or alert.resolved:
+            alert = alerts[check.id] = Alert(check.id, check.rule, check.summary, now)
+        alert.summary = check.summary
+        if not alert.firing and now - alert.since >= for_seconds(self.opts, check.rule):
+            alert.firing, alert.fired_at = True, now
+            self._owe(alert, "firing", now)
+        elif alert.firing and self.opts.remind_s and now - alert.told_at >= self.opts.remind_s and not alert.owed:
+            self._owe(alert, "reminder", now)
 
     def _owe(self, alert: Alert, kind: str, now: float) -> None:
         alert.told_at = now

@@ -106,6 +106,7 @@ class Monitor:
     def __init__(self, cfg: Config, program: ProgramConfig[MonitorOptions], flags: Flags) -> None:
         self.cfg, self.opts, self.flags, self.name = cfg, program.options, flags, program.name
         self.clients = {rc.name: connect(rc) for rc in cfg.servers()}
+        self.server = program.redis
         self.client, self.keys = self.clients[program.redis], Keys(cfg.redis_for(program).prefix)
         self.history = History(self.client, self.keys, self.opts.history_s, self.opts.sample_s)
         self.checker = Checker(cfg, self.opts, self.client, self.keys, self.history)
@@ -116,6 +117,7 @@ class Monitor:
         self.basic = f"{cfg.supervisor.username}:{password}".encode() if self.opts.console_auth and password else b""
         self.latest: tuple[float, dict[str, Any], list[Check], list[Alert]] | None = None
         self.rounds = 0
+        self.offline: Check | None = None  # why the last round could not be done (its Redis failed)
         self.thread = threading.Thread(target=self.loop, name="checks", daemon=True)
         host = cfg.supervisor.host if cfg.supervisor.host not in ("0.0.0.0", "::") else "127.0.0.1"
         self.console_url = f"http://{host}:{cfg.supervisor.port}/"
@@ -128,8 +130,13 @@ class Monitor:
             started = time.monotonic()
             try:
                 next_sample = self.round(next_sample)
+                self.offline = None
             except REDIS_ERRORS as exc:
                 log.warning("%s: checks not done, Redis failed: %s", self.name, safe(exc))
+                self.offline = Check(f"redis_unreachable:{self.server}", "redis_unreachable", False,
+                                     f"Redis [{self.server}], which holds the monitor's state, failed: {safe(exc)}")
+                if "redis_unreachable" not in self.opts.disabled_rules:
+                    self.alerts.offline(self.offline, time.time())
             sleep_unless(self.flags, self.opts.check_s - (time.monotonic() - started))
 
     def round(self, next_sample: float) -> float:
@@ -222,6 +229,8 @@ class Monitor:
         yield from (ok, firing, rounds, last, told)
 
     def health(self) -> tuple[int, dict[str, Any]]:
+        if self.offline is not None:
+            return 503, {"status": "failing", "failing": {self.offline.id: self.offline.summary}}
         if self.latest is None or time.time() - self.latest[0] > max(30.0, self.opts.check_s * 3):
             return 503, {"status": "failing", "failing": {"monitor": "no recent round of checks"}}
         at, _, checks, _ = self.latest

@@ -19,7 +19,7 @@ import redis
 from pipeline.core.keys import Keys
 from tests.support.monitoring import get, samples, value
 from tests.support.procs import REPO, Worker
-from tests.support.servers import free_port, wait_for
+from tests.support.servers import RedisServer, free_port, wait_for
 from tests.support.smtp_server import SmtpServer
 from tests.support.webhook_server import WebhookServer
 
@@ -155,6 +155,39 @@ def test_alert_state_survives_a_restart_of_the_monitor_and_reminders_come_every_
         assert len(smtp.messages) == len(hook.bodies)  # every message went both ways
     finally:
         monitor.stop()
+
+
+def test_the_monitors_own_redis_killed_fires_one_message_and_resolves_with_one(
+        write_cfg, tmp_path: Path, hook: WebhookServer, smtp: SmtpServer) -> None:  # type: ignore[no-untyped-def]
+    """The Redis the alerts are kept in is the one that dies: the alert lives in the process
+    until that Redis answers again, and its end is told too."""
+    own = RedisServer(tmp_path / "own-redis").start()
+    port = free_port()
+    cfg = write_cfg(monitor_section(port, hook, smtp, "webhook_format = json\n"
+                                    "disabled_rules = supervisord_down, heartbeat_stale\n"),
+                    redis_section=f"[redis]\nurl = {own.url}\nheartbeat_ttl = 3\n")
+    monitor = Worker(cfg, "worker_monitor", tmp_path).start()
+    health = f"http://127.0.0.1:{port}/healthz"
+    try:
+        wait_for(lambda: get(health, ("admin", "test-password"))[0] == 200, timeout=30, what="healthy")
+        own.kill()
+        wait_for(lambda: hook.bodies, timeout=30, what="the firing message")
+        assert [(b["status"], b["alert"]) for b in hook.bodies] == [("firing", "redis_unreachable:redis")]
+        assert "holds the monitor's state" in hook.bodies[0]["summary"]
+        code, report = get(health, ("admin", "test-password"))
+        assert code == 503 and "redis_unreachable:redis" in report.decode()
+        time.sleep(2)  # eight more rounds while it is down: no more messages
+        assert len(hook.bodies) == 1 and len(smtp.messages) == 1
+        own.start()  # the same port and files: the alerts hash it held comes back without this one
+        wait_for(lambda: len(hook.bodies) == 2, timeout=30, what="the resolved message")
+        assert (hook.bodies[1]["status"], hook.bodies[1]["alert"]) == ("resolved", "redis_unreachable:redis")
+        wait_for(lambda: get(health, ("admin", "test-password"))[0] == 200, timeout=30, what="healthy again")
+        time.sleep(1.5)
+        assert len(hook.bodies) == 2 and len(smtp.messages) == 2
+        assert own.client().hlen(K.monitor("alerts")) == 0  # told both ways: nothing owed is kept
+    finally:
+        monitor.stop()
+        own.stop()
 
 
 @pytest.mark.slow
