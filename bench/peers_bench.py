@@ -335,9 +335,6 @@ def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float,
     row("P4 the same, raw lines on both sides (watcher -> indexer, no parser)",
         f"{raw:,.0f} raw", f"{p:,.0f} raw", f"{raw / p:.2f}x", ">= 1.5x")
     cpu_table(cpu, runs)
-    if what == "p4":
-        return
-    p5(es, url, rate or int(min(o, p) / 2), seconds, runs)
     for name, values in rss.items():
         print(f"P6 peak RSS draining {count:,} lines, {name}: {statistics.median(values):.1f} MiB "
               f"(max of {len(values)} runs {max(values):.1f}; target 60 MiB per worker)")
@@ -346,6 +343,9 @@ def to_elasticsearch(url: str, count: int, runs: int, rate: int, seconds: float,
     row(f"P6 peak RSS draining {count:,} lines to Elasticsearch (MiB, largest worker)",
         f"{worst[0]:.1f} ({worst[1].split()[-1]})", f"{peer_rss:.1f}", f"{worst[0] / peer_rss:.2f}x",
         "<= 60 MiB per worker")
+    if what == "p4":
+        return
+    p5(es, url, rate or int(min(o, p) / 2), seconds, runs)
     down = es_down_rss(url, backlog)
     print(f"P6 peak RSS of the indexer, Elasticsearch unreachable for 30 s with {backlog:,} lines "
           f"waiting: {down:.1f} MiB")

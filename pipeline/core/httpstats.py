@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client.core import (
@@ -139,20 +139,29 @@ class RequestStats:
     def families(self, counters: Mapping[str, int], histograms: Mapping[str, dict[str, Any]]) -> Iterator[Metric]:
         """The request families from the worker's figures (:func:`pipeline.core.stats.figures`
         of :meth:`totals`), made while a scrape is answered."""
-        requests = CounterMetricFamily("loglines_http_requests_total", "Requests answered, by endpoint "
-                                       "(route template), method and status",
-                                       labels=["worker", "endpoint", "method", "status"])
-        for name, n in sorted(counters.items()):
-            head, _, rest = name.partition(":")
-            if head == "http_requests" and rest.count(":") == 2:
-                requests.add_metric([self.worker, *rest.split(":")], n)
-        duration = HistogramMetricFamily("loglines_http_request_duration_seconds", "Time from a "
-                                         "request's arrival to the end of its answer", labels=["worker", "endpoint"])
-        for name, h in sorted(histograms.items()):
-            head, _, endpoint = name.partition(":")
-            if head == "http_request_seconds":
-                duration.add_metric([self.worker, endpoint], [(le, n) for le, n in h["buckets"]], h["sum"])
+        yield from request_families([(self.worker, counters, histograms)])
         flying = GaugeMetricFamily("loglines_http_requests_in_flight", "Requests being answered by the "
                                    "process that answers this scrape (the scrape not included)", labels=["worker"])
         flying.add_metric([self.worker], self.in_flight - 1)
-        yield from (requests, duration, flying)
+        yield flying
+
+
+def request_families(workers: Iterable[tuple[str, Mapping[str, int], Mapping[str, dict[str, Any]]]]
+                     ) -> tuple[CounterMetricFamily, HistogramMetricFamily]:
+    """The request counts and durations of HTTP workers, from each one's figures (name, counters,
+    histograms): an HTTP worker's own ``/metrics`` and the monitor's make them the same way."""
+    requests = CounterMetricFamily("loglines_http_requests_total", "Requests answered, by endpoint "
+                                   "(route template), method and status",
+                                   labels=["worker", "endpoint", "method", "status"])
+    duration = HistogramMetricFamily("loglines_http_request_duration_seconds", "Time from a "
+                                     "request's arrival to the end of its answer", labels=["worker", "endpoint"])
+    for worker, counters, histograms in workers:
+        for name, n in sorted(counters.items()):
+            head, _, rest = name.partition(":")
+            if head == "http_requests" and rest.count(":") == 2:
+                requests.add_metric([worker, *rest.split(":")], n)
+        for name, h in sorted(histograms.items()):
+            head, _, endpoint = name.partition(":")
+            if head == "http_request_seconds":
+                duration.add_metric([worker, endpoint], [(le, n) for le, n in h["buckets"]], h["sum"])
+    return requests, duration

@@ -1,12 +1,14 @@
 """``/metrics`` of the monitor: the pipeline in the Prometheus exposition format.
 
 Every figure comes from :func:`pipeline.monitor.status.collect` (the collector ``loglines
-status`` reads too), turned into metric families by :func:`families`; the monitor adds its
-own (checks and alerts). Names follow Prometheus' conventions: ``loglines_`` prefix, counters
-ending in ``_total``, seconds and bytes. Label values come from the config (worker, queue,
-target, supervisord process names), from fixed sets (states, status codes or their class) or
-from the watched files' paths, never from what flows through the pipeline (a log line, a
-client address); queues and files are capped at :data:`MAX_SERIES` series each.
+status`` reads too), turned into metric families by :func:`families`; the HTTP workers' request
+counts and durations are made as their own ``/metrics`` makes them (all but the requests in
+flight, which only the answering process knows); the monitor adds its own (checks and alerts).
+Names follow Prometheus' conventions: ``loglines_`` prefix, counters ending in ``_total``,
+seconds and bytes. Label values come from the config (worker, queue, target, supervisord process
+names), from fixed sets (states, status codes or their class) or from the watched files' paths,
+never from what flows through the pipeline (a log line, a client address); queues and files are
+capped at :data:`MAX_SERIES` series each.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from pipeline.core.httpstats import request_families
 
 #: supervisord's process states: ``loglines_process_state`` has one series per state
 STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN")
@@ -133,6 +137,8 @@ def _workers(status: dict[str, Any]) -> Iterator[Metric]:
             if hist in hists:
                 hists[hist].add_metric([name], [(le, n) for le, n in h["buckets"]], h["sum"])
     yield from (into, out, beat, outcomes, retrying, *labelled.values(), *hists.values())
+    yield from request_families((name, w.get("counters", {}), w.get("histograms", {}))
+                                for name, w in status["workers"].items() if w["type"] != "program")
 
 
 def _watchers(status: dict[str, Any]) -> Iterator[Metric]:

@@ -197,6 +197,11 @@ def test_10000_distinct_client_ips_add_no_series(write_cfg, r: redis.Redis, tmp_
         assert value(parsed, "loglines_http_request_duration_seconds_count", worker="worker_ingest",
                      endpoint="/v1/events") == 21
         assert value(parsed, "loglines_http_requests_in_flight", worker="worker_ingest") == 0  # besides the scrape
+        # the monitor's /metrics has the same request figures (the ingest's scrape flushed them)
+        whole = samples(get(monitor, token=TOKEN)[1].decode())
+        for name, labels in (("loglines_http_requests_total", {"method": "POST", "status": "202"}),
+                             ("loglines_http_request_duration_seconds_count", {})):
+            assert value(whole, name, worker="worker_ingest", endpoint="/v1/events", **labels) == 21
     finally:
         for w in workers:
             w.stop()
