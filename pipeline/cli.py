@@ -148,18 +148,20 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
 
 
-def _refuse_graph_errors(cfg: Config) -> None:
-    errors, _ = _check_graph(cfg)
+def _refuse_graph_errors(cfg: Config, enabled: set[str] | None = None) -> None:
+    errors, _ = _check_graph(cfg, enabled)
     if errors:
         raise ConfigError(f"{_count(errors, 'error')} in the pipeline's queues (above): nothing was "
                           "started or changed", file=str(cfg.path))
 
 
-def _check_graph(cfg: Config) -> tuple[int, int]:
-    """Say what is wrong with the pipeline's queues; (errors, warnings)."""
+def _check_graph(cfg: Config, enabled: set[str] | None = None) -> tuple[int, int]:
+    """Say what is wrong with the pipeline's queues, ``enabled`` (default: as linked now) being
+    the sections supervisord runs; (errors, warnings)."""
     from pipeline.config import graph
+    from pipeline.ops.supervisord import enabled_programs
 
-    problems = graph.check(cfg)
+    problems = graph.check(cfg, enabled_programs(cfg) if enabled is None else enabled)
     for problem in problems:
         print(f"loglines: {'error' if problem.error else 'warning'}: {problem.message}", file=sys.stderr)
     errors = sum(1 for p in problems if p.error)
@@ -202,13 +204,14 @@ def cmd_supervisord_config(args: argparse.Namespace) -> int:
 
 def cmd_enable(args: argparse.Namespace, enabled: bool = True) -> int:
     from pipeline.ops.control import supervisord_pid, update
-    from pipeline.ops.supervisord import generate, set_enabled
+    from pipeline.ops.supervisord import enabled_programs, generate, set_enabled
 
     cfg = _load(args)
     running = supervisord_pid(cfg) is not None
     if running:
         _load_plugins(cfg)
-        _refuse_graph_errors(cfg)
+        now = enabled_programs(cfg)
+        _refuse_graph_errors(cfg, now | {args.name} if enabled else now - {args.name})
     if args.name in cfg.programs:
         generate(cfg)  # the program files as loglines.cfg says now (links are never touched)
     changed = set_enabled(cfg, args.name, enabled)

@@ -11,7 +11,9 @@ and ``access`` on ``[redis_b]`` are two queues. What is wrong:
 * a worker pushing to the queue it reads sends its messages round forever;
 * a queue pushed to that nothing reads piles up, one read that nothing pushes to stays empty
   (often a typo: ``download`` and ``downloads``), unless ``[loglines] external_queues`` says an
-  outside program is at the other end.
+  outside program is at the other end;
+* a queue whose readers (or writers) are all disabled (no link in ``workers_enabled/``) piles up
+  (or stays empty) the same way until one is enabled.
 
 The first two are errors; the others are warnings.
 """
@@ -19,6 +21,7 @@ The first two are errors; the others are warnings.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from pipeline import registry
@@ -57,8 +60,9 @@ def queues(cfg: Config) -> list[_Queue]:
     return list(found.values())
 
 
-def check(cfg: Config) -> list[Problem]:
-    """What is wrong with the pipeline's queues: errors first, then warnings."""
+def check(cfg: Config, enabled: Collection[str] | None = None) -> list[Problem]:
+    """What is wrong with the pipeline's queues: errors first, then warnings; with ``enabled``
+    (the sections supervisord runs), also the queues only disabled workers would serve."""
     graph = queues(cfg)
     several_servers = len({q.server for q in graph}) > 1
     external = set(cfg.external_queues)
@@ -99,12 +103,28 @@ def check(cfg: Config) -> list[Problem]:
                                       f"and pushed to by no worker: nothing will arrive{hint}; if a "
                                       "program of your own pushes to it, name it in "
                                       "`[loglines] external_queues`"))
+        elif enabled is not None:
+            out += _disabled_end(queue, enabled, called(queue))
     used = {q.name for q in graph}
     for name in cfg.external_queues:
         if name not in used:
             out.append(Problem(False, f"`[loglines] external_queues` names `{name}`, which no worker "
                                       "reads or pushes to"))
     return sorted(out, key=lambda p: not p.error)
+
+
+def _disabled_end(queue: _Queue, enabled: Collection[str], called: str) -> list[Problem]:
+    readers, writers = _unique(queue.readers), _unique(queue.writers)
+    readers_on, writers_on = [n for n in readers if n in enabled], [n for n in writers if n in enabled]
+    if writers_on and not readers_on:
+        return [Problem(False, f"queue {called} is read only by {_and(readers)}, not enabled (no link in "
+                               f"workers_enabled/): what {_and(writers_on)} pushes piles up in Redis "
+                               f"until it is (`loglines enable {readers[0]}`)")]
+    if readers_on and not writers_on:
+        return [Problem(False, f"queue {called} is pushed to only by {_and(writers)}, not enabled (no "
+                               f"link in workers_enabled/): nothing arrives for {_and(readers_on)} "
+                               f"until it is (`loglines enable {writers[0]}`)")]
+    return []
 
 
 def _unique(names: list[str]) -> list[str]:

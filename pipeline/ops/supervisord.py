@@ -91,6 +91,18 @@ def generate(cfg: Config) -> Generated:
     return out
 
 
+def enabled_programs(cfg: Config) -> set[str]:
+    """The sections supervisord runs: those linked in ``workers_enabled/``, and those whose
+    program file is not made yet unless they say ``enabled = no`` (the next generation links them)."""
+    p = paths(cfg)
+    out = set()
+    for program in cfg.programs.values():
+        link = p["enabled"] / f"{program.name}.conf"
+        if link.is_symlink() or link.exists() or (program.enabled and not (p["available"] / link.name).exists()):
+            out.add(program.name)
+    return out
+
+
 def _supervisord_conf(cfg: Config, password: str, p: dict[str, Path]) -> str:
     sup = cfg.supervisor
     digest = hashlib.sha1(password.encode()).hexdigest()

@@ -149,3 +149,36 @@ def test_up_and_reload_refuse_a_split_queue(tmp_path: Path, capsys, command: str
     assert "queue `access` is read by worker_parse and worker_irus" in err
     assert "nothing was started or changed" in err
     assert not (tmp_path / "supervisord.conf").exists()
+
+
+def test_a_queue_served_only_by_disabled_workers_is_named(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """The links in workers_enabled/ are what runs: a parser disabled by hand leaves the watcher's
+    queue piling up and the sinks' queues empty; a section saying `enabled = no` does the same
+    before its program file is first made."""
+    (tmp_path / "access.log").touch()
+    path = tmp_path / "loglines.cfg"
+    path.write_text(HEAD + STARTER.replace("{log}", str(tmp_path / "access.log")))
+    assert main(["-c", str(path), "supervisord-config"]) == 0
+    assert main(["-c", str(path), "disable", "worker_parse"]) == 0
+    capsys.readouterr()
+    assert main(["-c", str(path), "check"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: queue `access` is read only by worker_parse, not enabled (no link in workers_enabled/): " \
+           "what logger_access pushes piles up in Redis until it is (`loglines enable worker_parse`)" in err
+    for sink in ("logger_downloads", "logger_other"):
+        assert f"nothing arrives for {sink} until it is (`loglines enable worker_parse`)" in err
+    assert err.count("not enabled") == 3
+    assert main(["-c", str(path), "enable", "worker_parse"]) == 0
+    capsys.readouterr()
+    assert main(["-c", str(path), "check"]) == 0
+    assert "not enabled" not in capsys.readouterr().err
+
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    found = problems(fresh, STARTER.replace("[worker_parse]\n", "[worker_parse]\nenabled = no\n"))
+    assert found == []  # the graph alone does not know what runs
+    from pipeline.ops.supervisord import enabled_programs
+
+    cfg = config.load(fresh / "loglines.cfg")
+    assert "worker_parse" not in enabled_programs(cfg) and "logger_access" in enabled_programs(cfg)
+    assert sum("not enabled" in p.message for p in graph.check(cfg, enabled_programs(cfg))) == 3
