@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import uvicorn
 
 from pipeline.core.lifecycle import Flags, install_signal_handlers, turned
 from pipeline.errors import ConfigError
@@ -257,25 +256,6 @@ def bound_socket(listen: str, reuse_port: bool) -> socket.socket:
     return sock
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, with stop requests arriving through the worker's flags."""
-
-    def __init__(self, config: uvicorn.Config, flags: Flags) -> None:
-        super().__init__(config)
-        self.flags = flags
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        install_signal_handlers(self.flags)  # they only set the flag
-        yield
-
-    async def on_tick(self, counter: int) -> bool:
-        turned()
-        if self.flags.stop:
-            self.should_exit = True
-        return await super().on_tick(counter)
-
-
 @dataclass(frozen=True)
 class ServerSettings:
     listen: str
@@ -289,6 +269,26 @@ class ServerSettings:
 def serve(app: Callable[[Scope, Receive, Send], Awaitable[None]], settings: ServerSettings,
           flags: Flags, reuse_port: bool) -> int:
     """Run ``app`` until a stop is requested; in-flight requests are finished first."""
+    import uvicorn  # here: every worker imports this module, only the HTTP ones serve (~3 MiB)
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, with stop requests arriving through the worker's flags."""
+
+        def __init__(self, config: uvicorn.Config, flags: Flags) -> None:
+            super().__init__(config)
+            self.flags = flags
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            install_signal_handlers(self.flags)  # they only set the flag
+            yield
+
+        async def on_tick(self, counter: int) -> bool:
+            turned()
+            if self.flags.stop:
+                self.should_exit = True
+            return await super().on_tick(counter)
+
     config = uvicorn.Config(
         app, http="httptools", loop="uvloop", lifespan="on", access_log=False, log_config=None,
         limit_concurrency=settings.max_connections, timeout_keep_alive=int(settings.keep_alive_s),
@@ -297,5 +297,5 @@ def serve(app: Callable[[Scope, Receive, Send], Awaitable[None]], settings: Serv
         proxy_headers=False)
     sock = bound_socket(settings.listen, reuse_port)
     log.info("listening on %s%s (pid %d)", settings.listen, " (TLS)" if settings.tls_cert else "", os.getpid())
-    _Server(config, flags).run(sockets=[sock])
+    Server(config, flags).run(sockets=[sock])
     return 0

@@ -20,14 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
-
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from typing import TYPE_CHECKING, Any
 
 from pipeline.core.connection import REDIS_ERRORS
 from pipeline.core.http import HttpError, Message, Send
@@ -36,11 +29,16 @@ from pipeline.core.logsetup import safe
 from pipeline.core.stats import Stats
 from pipeline.core.worker import consumer_id
 
+if TYPE_CHECKING:  # Prometheus' client is loaded at the first scrape
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
 log = logging.getLogger(__name__)
 
 #: the values of the ``method`` label besides ``other``
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
 FLUSH_S = 1.0
+#: the Content-Type of a ``/metrics`` answer (Prometheus' text format)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LAST_FLUSH_S = 2.0
 
 
@@ -139,6 +137,8 @@ class RequestStats:
     def families(self, counters: Mapping[str, int], histograms: Mapping[str, dict[str, Any]]) -> Iterator[Metric]:
         """The request families from the worker's figures (:func:`pipeline.core.stats.figures`
         of :meth:`totals`), made while a scrape is answered."""
+        from prometheus_client.core import GaugeMetricFamily
+
         yield from request_families([(self.worker, counters, histograms)])
         flying = GaugeMetricFamily("loglines_http_requests_in_flight", "Requests being answered by the "
                                    "process that answers this scrape (the scrape not included)", labels=["worker"])
@@ -150,6 +150,8 @@ def request_families(workers: Iterable[tuple[str, Mapping[str, int], Mapping[str
                      ) -> tuple[CounterMetricFamily, HistogramMetricFamily]:
     """The request counts and durations of HTTP workers, from each one's figures (name, counters,
     histograms): an HTTP worker's own ``/metrics`` and the monitor's make them the same way."""
+    from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
     requests = CounterMetricFamily("loglines_http_requests_total", "Requests answered, by endpoint "
                                    "(route template), method and status",
                                    labels=["worker", "endpoint", "method", "status"])

@@ -62,6 +62,13 @@ class Delivery:
             self._items = message.expand(self.elements)
         return self._items
 
+    def release(self) -> None:
+        """Let the messages' bytes and decoded items go, keeping how many there were and the
+        undecodable ones (their dead letters are made at the acknowledgement): for work that
+        holds what it needs of them while it waits (a bulk request in flight)."""
+        self.raws = [b""] * len(self.raws)
+        self.elements, self._items = [], None
+
 
 @dataclass
 class Outcome:

@@ -20,6 +20,9 @@ import redis
 
 from pipeline.core.keys import Keys
 
+#: queues (from Redis) and files (per watcher) shown at most, in metrics and charts: the busiest first
+MAX_SERIES = 200
+
 #: Size notes kept per file: a note is taken only when the file grew, so this many growths.
 SIZE_NOTES = 64
 

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from pipeline.core.keys import Keys
-from pipeline.monitor.metrics import MAX_SERIES
+from pipeline.monitor.figures import MAX_SERIES
 
 
 class History:

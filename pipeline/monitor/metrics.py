@@ -8,7 +8,7 @@ Names follow Prometheus' conventions: ``loglines_`` prefix, counters ending in `
 seconds and bytes. Label values come from the config (worker, queue, target, supervisord process
 names), from fixed sets (states, status codes or their class) or from the watched files' paths,
 never from what flows through the pipeline (a log line, a client address); queues and files are
-capped at :data:`MAX_SERIES` series each.
+capped at :data:`~pipeline.monitor.figures.MAX_SERIES` series each.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from pipeline.core.httpstats import request_families
+from pipeline.core.httpstats import CONTENT_TYPE, request_families
+from pipeline.monitor.figures import MAX_SERIES
+
+__all__ = ["CONTENT_TYPE", "MAX_SERIES", "exposition", "families"]
 
 #: supervisord's process states: ``loglines_process_state`` has one series per state
 STATES = ("STOPPED", "STARTING", "RUNNING", "BACKOFF", "STOPPING", "EXITED", "FATAL", "UNKNOWN")
-#: queues (from Redis) and files (per watcher) shown at most: the busiest first
-MAX_SERIES = 200
 
 #: counters of ``core.stats`` with one label: counter name -> (metric, help, label)
 LABELLED = {
@@ -202,7 +203,3 @@ def exposition(make: Callable[[], Iterator[Metric]]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FamiliesCollector(make))
     return generate_latest(registry)
-
-
-#: the Content-Type of :func:`exposition`
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -23,9 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from typing import TYPE_CHECKING, Any
 
 from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
@@ -49,12 +47,15 @@ from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags, sleep_unless
 from pipeline.core.logsetup import safe
 from pipeline.core.worker import consumer_id
-from pipeline.monitor import figures, metrics, page
+from pipeline.monitor import figures, page
 from pipeline.monitor.alerts import Alert, Alerts, Notifier
 from pipeline.monitor.health import RULES, Check, Checker
 from pipeline.monitor.history import History
 from pipeline.monitor.status import collect
 from pipeline.registry import Component, Section, resolve_paths
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,10 @@ class Monitor:
         if request.method not in ("GET", "HEAD"):
             raise HttpError(405, f"{request.path} takes GET", {"Allow": "GET"})
         if request.path == "/metrics":
+            from pipeline.monitor import (
+                metrics,  # Prometheus' client: loaded by the one worker using it
+            )
+
             body = await asyncio.to_thread(self.exposition)
             await answer(send, 200, body, metrics.CONTENT_TYPE)
         elif request.path == "/healthz":
@@ -204,10 +209,16 @@ class Monitor:
             await answer(send, 200, text.encode(), "text/html; charset=utf-8")
 
     def exposition(self) -> bytes:
+        from pipeline.monitor import metrics
+
         status = collect(self.cfg, self.clients)
         return metrics.exposition(lambda: self.families(status))
 
     def families(self, status: dict[str, Any]) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from pipeline.monitor import metrics
+
         yield from metrics.families(status)
         checks = self.latest[2] if self.latest else []
         ok = GaugeMetricFamily("loglines_health_check_ok", "Whether every check of a rule passed at "

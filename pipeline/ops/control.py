@@ -7,14 +7,15 @@ import xmlrpc.client
 from dataclasses import dataclass, field
 from typing import Any
 
-from supervisor.xmlrpc import SupervisorTransport
-
 from pipeline.config import Config
 from pipeline.errors import LoglinesError
 from pipeline.ops.supervisord import paths
 
 
 def rpc(cfg: Config) -> Any:
+    # imported here: only the monitor and the command line talk to supervisord
+    from supervisor.xmlrpc import SupervisorTransport
+
     url = f"unix://{paths(cfg)['socket']}"
     sup = cfg.supervisor
     transport = SupervisorTransport(sup.username, sup.resolved_password(), url)

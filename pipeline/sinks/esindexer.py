@@ -167,6 +167,21 @@ def status_label(status: int) -> str:
     return str(status) if status in (400, 404, 409, 413, 429, 500, 502, 503, 504) else f"{status // 100}xx"
 
 
+#: A document's operation: its action and source lines (NDJSON), and whether the source got an
+#: ``@timestamp`` added. The record itself is not kept (a bulk in flight holds its bytes only):
+#: :func:`record_of` makes it again for the document Elasticsearch refuses.
+Op = tuple[bool, bytes]
+
+
+def record_of(op: Op) -> dict[str, Any]:
+    """The record an operation was made of, as it came (for its dead letter)."""
+    stamped, lines = op
+    record: dict[str, Any] = orjson.loads(lines[lines.index(b"\n") + 1:])
+    if stamped:
+        record.pop("@timestamp", None)
+    return record
+
+
 class Background:
     """A call run in a thread of its own (a bulk request while the worker makes the next):
     :meth:`result` waits for it, then returns what it returned or raises what it raised."""
@@ -200,10 +215,10 @@ class Indexer:
         self.ids = IdSchemes(es, opts.id_scheme, name, flags, opts.max_backoff)
         self._heads: dict[str, bytes] = {}  # index -> its action line's start (_head)
 
-    def operations(self, records: list[dict[str, Any]]) -> tuple[list[tuple[dict[str, Any], bytes]],
-                                                                 list[tuple[dict[str, Any], str]]]:
-        """(record, its two NDJSON lines) for every record, and the records that cannot be
-        encoded (with why): those are dead-lettered alone, the rest of the bulk goes on."""
+    def operations(self, records: list[dict[str, Any]]) -> tuple[list[Op], list[tuple[dict[str, Any], str]]]:
+        """The operation of every record (:data:`Op`: the record is not kept, only its lines),
+        and the records that cannot be encoded (with why): those are dead-lettered alone, the
+        rest of the bulk goes on."""
         opts, dumps, ordered = self.opts, orjson.dumps, self.ids.ordered
         pattern, time_field, id_fields = opts.index, opts.time_field, opts.id_fields
         out = []
@@ -219,10 +234,10 @@ class Indexer:
                 continue
             stamp = record.get(time_field)
             if "@timestamp" not in record and isinstance(stamp, str) and len(source) > 2:
-                op = b"".join((head, dumps(doc_id), b"}}\n", source[:-1], b',"@timestamp":', dumps(stamp), b"}\n"))
+                out.append((True, b"".join((head, dumps(doc_id), b"}}\n", source[:-1], b',"@timestamp":',
+                                            dumps(stamp), b"}\n"))))
             else:
-                op = b"".join((head, dumps(doc_id), b"}}\n", source, b"\n"))
-            out.append((record, op))
+                out.append((False, b"".join((head, dumps(doc_id), b"}}\n", source, b"\n"))))
         return out, bad
 
     def _head(self, index: str) -> bytes:
@@ -235,8 +250,8 @@ class Indexer:
         head = self._heads[index] = b'{"create":' + orjson.dumps(action)[:-1] + b',"_id":'
         return head
 
-    def chunks(self, ops: list[tuple[dict[str, Any], bytes]]) -> list[list[tuple[dict[str, Any], bytes]]]:
-        out: list[list[tuple[dict[str, Any], bytes]]] = [[]]
+    def chunks(self, ops: list[Op]) -> list[list[Op]]:
+        out: list[list[Op]] = [[]]
         size = 0
         for op in ops:
             if out[-1] and (len(out[-1]) >= self.opts.batch_docs or size + len(op[1]) > self.opts.batch_bytes):
@@ -267,21 +282,21 @@ class Indexer:
 
         return finish
 
-    def _send(self, pending: list[tuple[dict[str, Any], bytes]]) -> Any:
+    def _send(self, pending: list[Op]) -> Any:
         # the NDJSON lines made once above, as they are: the client copies them into its one
         # body (joining them here first would hold a second copy of the bulk); its annotation
         # only names the list-of-dicts form
         return self.es.bulk(operations=[op for _, op in pending],  # type: ignore[misc]
                             filter_path="errors,items.*.status,items.*.error")
 
-    def _bulk_until_done(self, pending: list[tuple[dict[str, Any], bytes]], worker: str, queue: str,
+    def _bulk_until_done(self, pending: list[Op], worker: str, queue: str,
                          sent: Background | None = None) -> list[bytes]:
         """Send ``pending`` until every document is in or dead-lettered; ``sent``: its first
         request, already on its way."""
         dead: list[bytes] = []
         retrying = Retry(self.name, self.flags, base=0.5, cap=self.opts.max_backoff)
         while pending:
-            retry: list[tuple[dict[str, Any], bytes]] = []
+            retry: list[Op] = []
             started = time.monotonic() if sent is None else sent.started
             try:
                 request, sent = sent, None  # a retry sends again
@@ -299,21 +314,21 @@ class Indexer:
                 reason = ""
                 if self.stats is not None:
                     self.stats.observe("es_bulk_seconds", time.monotonic() - started)
-                for (record, op), result in zip(pending, results or (), strict=results is not None):
+                for op, result in zip(pending, results or (), strict=results is not None):
                     outcome = result.get("create") or next(iter(result.values()))
                     status = int(outcome.get("status", 0))
                     if 200 <= status < 300 or status == 409:
                         continue
                     self._count(f"es_rejected:{status_label(status)}")
                     if status in RETRYABLE:
-                        retry.append((record, op))
+                        retry.append(op)
                         reason = f"Elasticsearch rejected {len(retry)} document(s) with {status}"
                         continue
                     error = outcome.get("error") or {}
                     dead.append(message.dead_letter(
                         reason=f"Elasticsearch refused the document ({status} {error.get('type', '?')}): "
                                f"{error.get('reason', '')}",
-                        worker=worker, queue=queue, item=record,
+                        worker=worker, queue=queue, item=record_of(op),
                         detail=orjson.dumps(error).decode()[:4000]))
             if retry:
                 # a failed request leaves reference cycles (exception, traceback, frames) that
@@ -339,11 +354,14 @@ def run(cfg: Config, program: ProgramConfig[EsIndexerOptions], flags: Flags) -> 
 
         def start(delivery: Delivery) -> Finish:
             records = delivery.items or []
+            count = len(records)
             finish = indexer.begin(records, consumer.id, opts.listento, background=opts.bulks_in_flight > 1)
+            del records
+            delivery.release()  # the bulk holds its documents' bytes: the records go
 
             def outcome() -> Outcome:
                 dead = finish()
-                return Outcome(dead=dead, count=len(records), out=len(records) - len(dead))
+                return Outcome(dead=dead, count=count, out=count - len(dead))
 
             return outcome
 

@@ -8,7 +8,6 @@ drops its oldest batches (``drop_oldest``), counting them.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,8 @@ class Spool:
     def __init__(self, path: Path, max_bytes: int, drop_oldest: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path, self.max_bytes, self.drop_oldest = path, max_bytes, drop_oldest
+        import sqlite3  # here: every worker imports this module (through the registry), forwarders use it
+
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a batch taken out of Redis is on disk first

@@ -33,12 +33,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis
 import redis.asyncio
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from pipeline.config import Config, ProgramConfig, RedisConfig
 from pipeline.config import datatypes as dt
@@ -59,14 +58,16 @@ from pipeline.core.http import (
     lifespan,
     serve,
 )
-from pipeline.core.httpstats import RequestStats
+from pipeline.core.httpstats import CONTENT_TYPE, RequestStats
 from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags
 from pipeline.core.logsetup import safe
 from pipeline.core.stats import figures as stats_figures
 from pipeline.core.worker import consumer_id
-from pipeline.monitor import metrics
 from pipeline.registry import Component, Section, resolve_paths
+
+if TYPE_CHECKING:  # Prometheus' client is loaded at the first scrape
+    from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,7 @@ class Ingest:
                               {"ready": ready, "over_high_water": self.committer.refusing})
             return
         if request.path == "/metrics":
-            await answer(send, 200, await self._metrics(), metrics.CONTENT_TYPE)
+            await answer(send, 200, await self._metrics(), CONTENT_TYPE)
             return
         await self._ingest(request, send, token, legacy=request.path == "/logger/insert")
 
@@ -340,12 +341,16 @@ class Ingest:
     async def _metrics(self) -> bytes:
         """The section's request metrics (every process's, as of their last flush: this one's
         flushed now), in the Prometheus format."""
+        from pipeline.monitor import metrics  # Prometheus' client, loaded at the first scrape
+
         assert self.committer is not None
         totals = await self.requests.totals()
         counters, histograms = stats_figures(totals, self.name)
         writable, refusing = self.committer.writable, self.committer.refusing
 
         def families() -> Iterator[Metric]:
+            from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
             yield from self.requests.families(counters, histograms)
             events = CounterMetricFamily("loglines_http_events_total", "Events taken (in Redis)", labels=["worker"])
             events.add_metric([self.name], totals.get(self.name, 0))

@@ -180,19 +180,23 @@ def test_mapping_conflict_dead_letters_only_the_bad_documents(es_url: str, write
     cfg = write_cfg(indexer_section(es_url, index, listento="records"))
     worker = Worker(cfg, "worker_es", tmp_path).start()
     try:
-        records = [{"service": "t", "src": "x", "off": i, "n": "not a number" if i % 10 == 3 else i} for i in range(100)]
+        records = [{"service": "t", "src": "x", "off": i, "n": "not a number" if i % 10 == 3 else i,
+                    "time": "2026-06-15T13:55:36+02:00"} for i in range(100)]
         r.rpush(K.queue("records"), orjson.dumps(records))
+        r.rpush(K.queue("records"), b"[{not json")  # kept for its dead letter while the bulk is out
         r.rpush(K.queue("records"), orjson.dumps(records[:50]))  # a redelivery: 409s, nothing new
-        wait_for(lambda: r.llen(K.queue("records")) == 0 and r.llen(K.dead_letters) >= 10, timeout=60,
+        wait_for(lambda: r.llen(K.queue("records")) == 0 and r.llen(K.dead_letters) >= 16, timeout=60,
                  what="indexing")
         time.sleep(1)
         assert count(es, index) == 90
-        assert r.llen(K.dead_letters) == 10 + 5  # the redelivered batch repeats 5 bad ones
-        entry = orjson.loads(r.lindex(K.dead_letters, 0))
+        entries = [orjson.loads(e) for e in r.lrange(K.dead_letters, 0, -1)]
+        assert len(entries) == 10 + 5 + 1  # the redelivered batch repeats 5 bad ones
+        assert [e["payload"] for e in entries if e["reason"].startswith("undecodable message")] == ["[{not json"]
+        entry = next(e for e in entries if "item" in e)
         assert "document_parsing_exception" in entry["reason"] or "mapper_parsing_exception" in entry["reason"]
-        assert entry["item"]["n"] == "not a number"
+        assert entry["item"] == records[3]  # as it came: made again from the bulk's bytes, no @timestamp
         seen = es_seen(es, index, "off")
-        refused = {orjson.loads(e)["item"]["off"] for e in r.lrange(K.dead_letters, 0, -1)}
+        refused = {e["item"]["off"] for e in entries if "item" in e}
         Scenario("10 Elasticsearch rejecting some documents (400)").check(
             "es", {**seen, **dict.fromkeys(refused, 1)}, 100, note=f"{len(refused)} dead-lettered with reason")
     finally:
