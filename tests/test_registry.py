@@ -81,3 +81,17 @@ def test_every_builtin_type_is_declared_once() -> None:
         assert set(component.reads) | set(component.writes) <= fields, name
     assert registry.original_commands() == {"logfilewatcher.py": "watcher", "broker.py": "broker",
                                             "logfromqueue.py": "filelogger", "pirus2.py": "tracker"}
+
+
+def test_loading_every_type_leaves_the_heavy_libraries_to_the_workers_using_them() -> None:
+    """Every worker loads every type's module (its section's options are checked against the
+    registry): what only HTTP workers, the monitor or a forwarder use is imported where used,
+    so that a watcher or an indexer does not carry it (about 5 MiB a process)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from pipeline import registry, cli; registry.components(); "
+             "print(sorted(m for m in ('uvicorn', 'prometheus_client', 'supervisor.xmlrpc', 'sqlite3') "
+             "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
