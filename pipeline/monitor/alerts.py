@@ -157,7 +157,9 @@ class Alerts:
                     pipe.hset(self.key, mapping={cid: orjson.dumps(asdict(a)) for cid, a in live.items()})
                 pipe.execute()
         except REDIS_ERRORS:
-            self.unsaved = live  # what was told stays told: the next round starts from it
+            # what was told stays told: the next round starts from this one (the ended alerts
+            # too, or the hash's older copies would end them a second time)
+            self.unsaved = alerts
             raise
         self.unsaved = {}
         return [a for a in alerts.values() if a.firing and not a.resolved]

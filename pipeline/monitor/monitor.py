@@ -135,7 +135,8 @@ class Monitor:
             except REDIS_ERRORS as exc:
                 log.warning("%s: checks not done, Redis failed: %s", self.name, safe(exc))
                 self.offline = Check(f"redis_unreachable:{self.server}", "redis_unreachable", False,
-                                     f"Redis [{self.server}], which holds the monitor's state, failed: {safe(exc)}")
+                                     f"Redis [{self.server}], which holds the monitor's state, failed "
+                                     f"({type(exc).__name__}): {safe(exc)}")
                 if "redis_unreachable" not in self.opts.disabled_rules:
                     self.alerts.offline(self.offline, time.time())
             sleep_unless(self.flags, self.opts.check_s - (time.monotonic() - started))

@@ -190,6 +190,42 @@ def test_the_monitors_own_redis_killed_fires_one_message_and_resolves_with_one(
         own.stop()
 
 
+def test_the_monitors_redis_refusing_writes_mid_alert_tells_each_start_and_end_once(
+        write_cfg, tmp_path: Path, hook: WebhookServer, smtp: SmtpServer) -> None:  # type: ignore[no-untyped-def]
+    """A queue over its limit fires; then the monitor's Redis refuses writes (out of memory) and
+    the queue empties meanwhile: the refusal is an alert of its own, and once Redis takes writes
+    again each alert ends once, the queue's from the state Redis kept, the refusal's from the
+    process."""
+    own = RedisServer(tmp_path / "own-redis").start()
+    port = free_port()
+    cfg = write_cfg("[loglines]\nexternal_queues = incoming\n" + monitor_section(
+        port, hook, smtp, "webhook_format = json\nqueue_max_messages = 10\n"
+        "disabled_rules = supervisord_down, heartbeat_stale\n"),
+        redis_section=f"[redis]\nurl = {own.url}\nheartbeat_ttl = 3\n")
+    client = own.client()
+    client.rpush(K.queue("incoming"), *[b"{}"] * 11)
+    monitor = Worker(cfg, "worker_monitor", tmp_path).start()
+    try:
+        wait_for(lambda: hook.bodies, timeout=30, what="the queue's alert")
+        client.config_set("maxmemory", "1")  # noeviction: every write refused, reads and DEL served
+        wait_for(lambda: len(hook.bodies) == 2, timeout=30, what="the refusal's alert")
+        assert (hook.bodies[1]["status"], hook.bodies[1]["alert"]) == ("firing", "redis_unreachable:redis")
+        assert "(OutOfMemoryError): command not allowed when used memory" in hook.bodies[1]["summary"]
+        client.delete(K.queue("incoming"))
+        time.sleep(1.5)  # rounds that cannot be written: the queue's end waits for them
+        assert len(hook.bodies) == 2
+        client.config_set("maxmemory", "0")
+        wait_for(lambda: len(hook.bodies) == 4, timeout=30, what="both ends")
+        time.sleep(1.5)
+        assert sorted((b["status"], b["alert"]) for b in hook.bodies) == [
+            ("firing", "queue_over:incoming"), ("firing", "redis_unreachable:redis"),
+            ("resolved", "queue_over:incoming"), ("resolved", "redis_unreachable:redis")]
+        assert len(smtp.messages) == 4 and client.hlen(K.monitor("alerts")) == 0
+    finally:
+        monitor.stop()
+        own.stop()
+
+
 @pytest.mark.slow
 def test_elasticsearch_stopped_fires_one_message_and_resolves_with_one(
         write_cfg, r: redis.Redis, tmp_path: Path, es_node_factory, hook: WebhookServer, smtp: SmtpServer) -> None:  # type: ignore[no-untyped-def]
