@@ -196,9 +196,8 @@ class Monitor:
         if request.method not in ("GET", "HEAD"):
             raise HttpError(405, f"{request.path} takes GET", {"Allow": "GET"})
         if request.path == "/metrics":
-            from pipeline.monitor import (
-                metrics,  # Prometheus' client: loaded by the one worker using it
-            )
+            # Prometheus' client: loaded by the one worker using it
+            from pipeline.monitor import metrics
 
             body = await asyncio.to_thread(self.exposition)
             await answer(send, 200, body, metrics.CONTENT_TYPE)

@@ -226,6 +226,46 @@ def test_the_monitors_redis_refusing_writes_mid_alert_tells_each_start_and_end_o
         own.stop()
 
 
+def test_rounds_whose_alert_write_is_refused_tell_each_start_and_end_once(
+        tmp_path: Path, hook: WebhookServer) -> None:
+    """Redis answers reads but refuses the alert hash's write (a user without HSET) while two
+    alerts fire: a round that cannot be written ends one of them, told once; the first round
+    written again neither ends it a second time from the hash's older copy nor loses the other,
+    which ends once when its check passes."""
+    from pipeline.monitor.alerts import Alerts, Notifier
+    from pipeline.monitor.health import Check
+    from pipeline.monitor.monitor import MonitorOptions
+
+    own = RedisServer(tmp_path / "own-redis").start()
+    try:
+        admin = own.client()
+        admin.acl_setuser("nohset", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-hset"])
+        refused = redis.Redis(port=own.port, username="nohset", password="pw", socket_timeout=5)
+        opts = MonitorOptions(webhook_url=hook.url, webhook_format="json")
+        alerts = Alerts(admin, K, opts, Notifier(opts))
+
+        def check(queue: str, ok: bool) -> Check:
+            return Check(f"queue_over:{queue}", "queue_over", ok, "11 messages")
+
+        assert len(alerts.evaluate([check("incoming", False), check("parsed", False)], 100.0)) == 2
+        assert admin.hlen(K.monitor("alerts")) == 2
+        alerts.client = refused
+        with pytest.raises(redis.ResponseError):
+            alerts.evaluate([check("incoming", True), check("parsed", False)], 101.0)
+        assert admin.hlen(K.monitor("alerts")) == 2  # the hash: both firing
+        alerts.client = admin
+        firing = alerts.evaluate([check("incoming", True), check("parsed", False)], 102.0)
+        assert [a.id for a in firing] == ["queue_over:parsed"] and not alerts.unsaved
+        assert alerts.evaluate([check("incoming", True), check("parsed", True)], 103.0) == []
+        assert alerts.evaluate([check("incoming", True), check("parsed", True)], 104.0) == []
+        assert sorted((b["status"], b["alert"]) for b in hook.bodies) == [
+            ("firing", "queue_over:incoming"), ("firing", "queue_over:parsed"),
+            ("resolved", "queue_over:incoming"), ("resolved", "queue_over:parsed")]
+        assert admin.hlen(K.monitor("alerts")) == 0
+    finally:
+        own.stop()
+
+
 @pytest.mark.slow
 def test_elasticsearch_stopped_fires_one_message_and_resolves_with_one(
         write_cfg, r: redis.Redis, tmp_path: Path, es_node_factory, hook: WebhookServer, smtp: SmtpServer) -> None:  # type: ignore[no-untyped-def]
