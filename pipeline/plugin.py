@@ -153,24 +153,53 @@ def _passthrough(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def _import(spec: str, plugin_dirs: Sequence[Path]) -> ModuleType:
-    if "." not in spec:
-        for directory in plugin_dirs:
+def _in_folder(spec: str, plugin_dirs: Sequence[Path]) -> Path | None:
+    """The file of a plugin in a plugins folder: ``mine`` is ``mine.py`` of one, and
+    ``plugins.mine`` (the original form) the file ``mine.py`` of the folder ``plugins/``."""
+    head, _, rest = spec.partition(".")
+    for directory in plugin_dirs:
+        if not rest:
             candidate = directory / f"{spec}.py"
-            if candidate.is_file():
-                return _import_file(spec, candidate)
-    else:  # "plugins.mine" (the original form) is the file mine.py of the folder plugins/
-        head, _, rest = spec.partition(".")
-        for directory in plugin_dirs:
+        elif directory.name == head:
             candidate = directory.joinpath(*rest.split(".")).with_suffix(".py")
-            if directory.name == head and candidate.is_file():
-                return _import_file(spec.replace(".", "_"), candidate)
+        else:
+            continue
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(spec: str, plugin_dirs: Sequence[Path]) -> str:
+    """The importable name of a plugin not in a plugins folder: a built-in's, or ``spec``."""
     if "." not in spec and importlib.util.find_spec(f"pipeline.plugins.{spec}") is not None:
-        return importlib.import_module(f"pipeline.plugins.{spec}")
+        return f"pipeline.plugins.{spec}"
     for directory in plugin_dirs:  # so that "plugins.mine" resolves next to loglines.cfg
         parent = str(directory.parent)
         if parent not in sys.path:
             sys.path.append(parent)
+    return spec
+
+
+def source_file(spec: str, plugin_dirs: Sequence[Path] = ()) -> Path | None:
+    """The file ``load`` takes a plugin from, found without running it (None: not found)."""
+    found = _in_folder(spec, plugin_dirs)
+    if found is not None:
+        return found
+    try:
+        module_spec = importlib.util.find_spec(_module_name(spec, plugin_dirs))
+    except (ImportError, ValueError):
+        return None
+    origin = module_spec.origin if module_spec is not None else None
+    return Path(origin) if origin and Path(origin).is_file() else None
+
+
+def _import(spec: str, plugin_dirs: Sequence[Path]) -> ModuleType:
+    found = _in_folder(spec, plugin_dirs)
+    if found is not None:
+        return _import_file(spec.replace(".", "_"), found)
+    name = _module_name(spec, plugin_dirs)
+    if name != spec:
+        return importlib.import_module(name)
     try:
         return importlib.import_module(spec)
     except ModuleNotFoundError as exc:

@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.config import UNIX_SOCKET_MAX, Config, ProgramConfig, RedisConfig
 from pipeline.errors import ConfigError
+from pipeline.plugin import source_file
 
 AVAILABLE, ENABLED = "workers_available", "workers_enabled"
 
@@ -224,12 +225,20 @@ def _program_conf(cfg: Config, program: ProgramConfig[Any], logdir: Path) -> str
 
 
 def section_digest(cfg: Config, program: ProgramConfig[Any]) -> str:
-    """A digest of what a program reads of ``loglines.cfg``: its section, its Redis section and
-    ``[loglines]``, as written (comments aside)."""
-    parts = []
+    """A digest of what a program reads at its start: its section, its Redis section and
+    ``[loglines]``, as written (comments aside), and the file of its plugin (not the modules
+    that file imports)."""
+    parts: list[Any] = []
     for section in (program.name, program.redis, "loglines"):
         if cfg.parser.has_section(section):
             parts.append([section, sorted(cfg.parser.items(section))])
+    spec = getattr(program.options, "plugin", None)
+    source = source_file(spec, cfg.plugin_dirs) if isinstance(spec, str) and spec else None
+    if source is not None:
+        try:
+            parts.append(["plugin", hashlib.sha1(source.read_bytes()).hexdigest()])
+        except OSError:
+            pass  # unreadable: the worker's start names it
     return hashlib.sha1(repr(parts).encode()).hexdigest()[:16]
 
 

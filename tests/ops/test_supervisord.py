@@ -318,6 +318,31 @@ def test_generated_programs_carry_a_digest_of_what_they_read(tmp_path: Path) -> 
     assert (conf / "logger_out.conf").read_text().rstrip().endswith(",A=1")
 
 
+def test_a_changed_plugin_file_changes_the_program_of_the_workers_loading_it(tmp_path: Path) -> None:
+    """A plugin is read once, at a worker's start, like its section: editing the plugin's file
+    changes the program file of every worker loading it (so that reload restarts them), and of
+    no other."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "mine.py").write_text("def parse(item):\n    return {'n': 1}\n")
+    body = BODY.replace("plugin = accesslog", "plugin = mine") + (
+        "\n[worker_original]\ntype = parser\nlistento = raw\npushto = parsed\nplugin = plugins.mine\n"
+        "\n[worker_builtin]\ntype = parser\nlistento = raw\npushto = parsed\nplugin = accesslog\n")
+    path = cfg_file(tmp_path, body)
+    names = ("worker_parse", "worker_original", "worker_builtin", "logger_out")
+    conf = tmp_path / "workers_available"
+
+    def programs() -> dict[str, str]:
+        generate(config.load(path))
+        return {name: (conf / f"{name}.conf").read_text() for name in names}
+
+    before = programs()
+    assert programs() == before  # the same file, the same programs
+    (plugins / "mine.py").write_text("def parse(item):\n    return {'n': 2}\n")
+    after = programs()
+    assert [name for name in names if after[name] != before[name]] == ["worker_parse", "worker_original"]
+
+
 @pytest.mark.slow
 def test_up_twice_a_busy_port_reload_enable_disable_and_down(tmp_path: Path) -> None:
     """What a user does on a running system: up again (says so, applies), a busy console port
