@@ -185,9 +185,9 @@ def source_file(spec: str, plugin_dirs: Sequence[Path] = ()) -> Path | None:
     found = _in_folder(spec, plugin_dirs)
     if found is not None:
         return found
-    try:
+    try:  # a dotted name imports its packages, whose code may raise anything
         module_spec = importlib.util.find_spec(_module_name(spec, plugin_dirs))
-    except (ImportError, ValueError):
+    except Exception:  # not found or broken: loading it says so, naming the plugin
         return None
     origin = module_spec.origin if module_spec is not None else None
     return Path(origin) if origin and Path(origin).is_file() else None
