@@ -19,8 +19,9 @@ import redis
 
 from pipeline import config
 from pipeline.core.keys import Keys
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PluginError
 from pipeline.ops.supervisord import generate, set_enabled
+from pipeline.plugin import load as load_plugin
 from tests.support.faults import Scenario
 from tests.support.procs import REPO, count_seq
 from tests.support.servers import free_port, wait_for
@@ -341,6 +342,20 @@ def test_a_changed_plugin_file_changes_the_program_of_the_workers_loading_it(tmp
     (plugins / "mine.py").write_text("def parse(item):\n    return {'n': 2}\n")
     after = programs()
     assert [name for name in names if after[name] != before[name]] == ["worker_parse", "worker_original"]
+
+
+def test_a_plugin_package_raising_on_import_leaves_generation_to_name_it_at_load(tmp_path: Path) -> None:
+    """Generating programs looks for plugin files without running them; a dotted plugin whose
+    package raises on import gives no digest (and no traceback), and loading it names the error."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "raising_pkg").mkdir()
+    (tmp_path / "raising_pkg" / "__init__.py").write_text("raise RuntimeError('broken on purpose')\n")
+    path = cfg_file(tmp_path, BODY.replace("plugin = accesslog", "plugin = raising_pkg.mine"))
+    cfg = config.load(path)
+    generate(cfg)
+    assert "LOGLINES_SECTION_SHA=" in (tmp_path / "workers_available" / "worker_parse.conf").read_text()
+    with pytest.raises(PluginError, match="'raising_pkg.mine' failed to import: RuntimeError: broken on purpose"):
+        load_plugin("raising_pkg.mine", cfg.plugin_dirs)
 
 
 @pytest.mark.slow
