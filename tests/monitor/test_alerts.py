@@ -85,6 +85,7 @@ def test_a_worker_made_fatal_and_a_growing_queue_each_fire_once_and_resolve_once
 type = filelogger
 listento = parsed
 logfile = {out}
+startsecs = 10
 startretries = 1
 
 [worker_parse]

@@ -57,6 +57,17 @@ class Sentinels:
         host, port = redis.Redis(port=self.ports[0]).sentinel_get_master_addr_by_name(self.service)
         return int(port)
 
+    def events(self) -> str:
+        """What the Sentinels said of failover, TILT and conversion, for a failure's message."""
+        marks = ("+tilt", "-tilt", "+sdown", "-sdown", "+odown", "+switch-master", "+convert-to-slave",
+                 "+failover-end", "-failover-abort")
+        lines = []
+        for n in range(len(self.sentinels)):
+            log = self.workdir / f"sentinel-{n}.log"
+            text = log.read_text(errors="replace") if log.exists() else ""
+            lines += [f"sentinel-{n}: {line.strip()}" for line in text.splitlines() if any(m in line for m in marks)]
+        return "\n".join(lines[-60:]) or "(the Sentinels logged none of failover, TILT or conversion)"
+
     def stop(self) -> None:
         for proc in self.sentinels:
             proc.send_signal(signal.SIGTERM)
