@@ -41,22 +41,24 @@ FIELDS: dict[str, set[str] | None] = {
     "robot": {"True", "False"}, "session_id": None,
 }
 
-_QUOTED = r'"([^"\\]*(?:\\.[^"\\]*)*)"'  # a quoted field, backslash escapes allowed (no backtracking)
+_QUOTED = r'"([^"\\]*+(?:\\.[^"\\]*+)*+)"'  # a quoted field, backslash escapes allowed (no backtracking)
 
 
 def _line(quoted: str) -> re.Pattern[str]:
     return re.compile(
-        r"(\S+) (\S+) (\S+) \[([^\]]{1,40})\] " + quoted + r" (\d{3}|-) (\d+|-)"
+        r"(\S++) (\S++) (\S++) \[([^\]]{1,40}+)\] " + quoted + r" (\d{3}|-) (\d+|-)"
         r"(?: " + quoted + " " + quoted + r")?(?: " + quoted + r")?"
     )
 
 
 LINE = _line(_QUOTED)
 # Without a backslash in the line both patterns read it the same way; this one is twice as fast.
-_PLAIN_LINE = _line(r'"([^"]*)"')
+_PLAIN_LINE = _line(r'"([^"]*+)"')
 _HANDLE = r"(\d+(?:\.\d+)*/\d+)"
 _UUID = r"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"
-_CTX = r"(?:/[A-Za-z]+)?"  # a context path such as /xmlui or /jspui
+# A context path such as /xmlui or /jspui, tried after none: a path without one (the common
+# case) then matches at once, and no path matches both ways (the route's literal follows).
+_CTX = r"(?:/[A-Za-z]+)??"
 # Each route has two groups: the item id, and the file name (empty where there is none).
 ROUTES: tuple[tuple[str, str, str], ...] = (
     (_CTX + r"/bitstream/handle/" + _HANDLE + r"/([^/?]+)", "download", "dspace"),
@@ -122,25 +124,25 @@ def parse_line(line: str, use_xff: bool = False, trailing_session: bool = False)
 Reader = Callable[[str, Callable[[str], bool]], dict[str, Any]]
 #: access-log time -> (ISO 8601 time, UTC date, UTC hour, Unix time), for the distinct seconds
 _STAMPS: dict[str, tuple[str, str, str, int]] = {}
-#: access-log hour and zone (``01/Jan/2026:00 +0100``) -> (``2026-01-01T00:``, ``+01:00``, its Unix time)
-_HOURS: dict[str, tuple[str, str, int]] = {}
+#: access-log minute and zone (``01/Jan/2026:00:00 +0100``) -> (``2026-01-01T00:00:``, ``+01:00``,
+#: its UTC date and hour, its Unix time): a zone is whole minutes, so its seconds share them
+_MINUTES: dict[str, tuple[str, str, str, str, int]] = {}
 
 
 def _stamp(stamp: str) -> tuple[str, str, str, int]:
     """What :data:`_STAMPS` keeps of a time: ``clf_to_iso`` and ``utc_parts`` of it, for the
-    common shape from what was worked out for its hour (a new second is then a few slices)."""
-    minute, second = stamp[15:17], stamp[18:20]
-    if len(stamp) == 26 and stamp[14] == ":" == stamp[17] and stamp[20] == " " and minute.isdigit() \
-            and second.isdigit():
-        hour = stamp[:14] + stamp[20:]
-        base = _HOURS.get(hour)
+    common shape from what was worked out for its minute (a new second is then a few slices)."""
+    second = stamp[18:20]
+    if len(stamp) == 26 and stamp[17] == ":" and stamp[20] == " " and second.isdigit() and second < "60":
+        minute = stamp[:17] + stamp[20:]
+        base = _MINUTES.get(minute)
         if base is None:
-            start = clf_to_iso(stamp[:14] + ":00:00" + stamp[20:])
-            if len(_HOURS) > 4096:
-                _HOURS.clear()
-            base = _HOURS[hour] = (start[:14], start[19:], _counter.utc_parts(start)[2])
-        prefix, zone, epoch = base
-        parts = (f"{prefix}{minute}:{second}{zone}", *_counter.of_epoch(epoch + int(minute) * 60 + int(second)))
+            start = clf_to_iso(stamp[:17] + ":00" + stamp[20:])
+            if len(_MINUTES) > 4096:
+                _MINUTES.clear()
+            base = _MINUTES[minute] = (start[:17], start[19:], *_counter.utc_parts(start))
+        prefix, zone, day, hour, epoch = base
+        parts = (prefix + second + zone, day, hour, epoch + int(second))
     else:
         iso = clf_to_iso(stamp)
         parts = (iso, *_counter.utc_parts(iso))
