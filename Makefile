@@ -30,12 +30,13 @@ test: install
 	$(PY) -m pytest -ra $(PYTEST_ARGS)
 
 ## make bench: every benchmark beside its peers (rsyslog from Debian, installed if missing;
-## syslog-ng from Debian, which conflicts with rsyslog: downloaded and unpacked into bench/.peers/)
-RSYSLOG_PACKAGES := rsyslog rsyslog-hiredis rsyslog-elasticsearch wrk
+## syslog-ng from Debian, which conflicts with rsyslog: downloaded and unpacked into bench/.peers/;
+## wrk for the HTTP ingest, valgrind to count the parser's instructions)
+BENCH_PACKAGES := rsyslog rsyslog-hiredis rsyslog-elasticsearch wrk valgrind
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 bench: install
-	@dpkg -s $(RSYSLOG_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(RSYSLOG_PACKAGES); }
+	@dpkg -s $(BENCH_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(BENCH_PACKAGES); }
 	$(PIP) install --quiet -e '.[test,bench]'
 	$(PY) -m bench.syslogng install
 	$(PY) -m bench.run

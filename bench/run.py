@@ -12,6 +12,7 @@ from pathlib import Path
 BENCHMARKS = [
     ["bench.redis_peers_bench", "--runs", "3"],
     ["bench.parser_bench", "--runs", "3"],
+    ["bench.instructions"],
     ["bench.es_bench", "--docs", "50000", "--runs", "3"],
     ["bench.peers_bench", "es", "--runs", "3"],
     ["bench.tracker_bench", "--runs", "3"],
