@@ -111,6 +111,22 @@ def test_access_log_times_read_from_their_hour_are_those_of_datetime() -> None:
                                            int(when.timestamp())), stamp
 
 
+def test_a_leap_second_counts_as_the_first_second_after_it() -> None:
+    """``23:59:60`` (a leap second, which datetime refuses) keeps its time as written, and its
+    COUNTER date, hour and Unix time are those of the next second, in any zone; a second of a
+    minute seen before it is read as usual."""
+    accesslog._stamp("31/Dec/2016:23:59:59 +0000")  # its minute is known: the leap second is not
+    assert accesslog._stamp("31/Dec/2016:23:59:60 +0000") == (
+        "2016-12-31T23:59:60+00:00", "2017-01-01", "00", 1483228800)
+    assert accesslog._stamp("01/Jan/2017:00:59:60 +0100") == (
+        "2017-01-01T00:59:60+01:00", "2017-01-01", "00", 1483228800)
+    assert accesslog._stamp("01/Jan/2017:00:59:59 +0100") == (
+        "2017-01-01T00:59:59+01:00", "2016-12-31", "23", 1483228799)
+    record = accesslog.parse_line(line(stamp="31/Dec/2016:23:59:60 +0000"))
+    assert record["time"] == "2016-12-31T23:59:60+00:00"
+    assert record["session"].endswith("|2017-01-01|00")
+
+
 def test_a_time_that_cannot_be_is_the_line_s_error_alone() -> None:
     """Hour 25 or day 31 of June is not an access-log time: that line is refused with why (it
     would otherwise reach the index as a time no one can read), the next line is read."""
