@@ -736,7 +736,7 @@ def test_more_files_than_descriptors_are_all_read_once(r: redis.Redis, tmp_path:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
     try:
-        assert Watcher("w", make(tmp_path / "*.log"), r, K, Flags()).max_open == 256 - 64
+        assert Watcher("w", make(tmp_path / "*.log"), r, K, Flags()).files.max_open == 256 - 64
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
