@@ -44,8 +44,8 @@ from pipeline.core.retry import Backoff, HandBack, Outage
 from pipeline.core.worker import Handler, Heartbeat, consumer_id, run_consumer, undecodable
 from pipeline.errors import ConfigError
 from pipeline.registry import Component, Section
+from pipeline.sinks.httpclient import redacted, retry_after
 from pipeline.sinks.spool import Spool
-from pipeline.sinks.tracker import redacted, retry_after
 
 log = logging.getLogger(__name__)
 

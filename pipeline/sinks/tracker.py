@@ -2,12 +2,13 @@
 
 For each item: parse it with the plugin when it is a raw log line, ask the plugin's
 ``get_openurl_params(c, worker_section, pl)`` for the parameters (empty: not eligible, to
-``other_queue``), and send ``GET endpoint_url?params`` over one keep-alive session. The
-configured success status acknowledges; 429, 5xx, timeouts and connection errors are retried
-with capped exponential backoff (at least ``pauseonfail``, at least ``Retry-After``); other
-statuses dead-letter the event with the response. After ``retries`` attempts the event waits in
-the failed-requests list with its full URL and original ``url_tim``; it is retried every
-``retry_failed_every`` seconds, or on demand with ``loglines dlq replay --failed``.
+``other_queue``), and send ``GET endpoint_url?params`` over one keep-alive session
+(:mod:`pipeline.sinks.httpclient`). The configured success status acknowledges; 429, 5xx,
+timeouts and connection errors are retried with capped exponential backoff (at least
+``pauseonfail``, at least ``Retry-After``); other statuses dead-letter the event with the
+response. After ``retries`` attempts the event waits in the failed-requests list with its full
+URL and original ``url_tim``; it is retried every ``retry_failed_every`` seconds, or on demand
+with ``loglines dlq replay --failed``.
 
 Each event has a stable id (the line's ``service:src:off``, else a hash of its parameters).
 Its id is remembered in Redis (``sent_ttl``) right after the tracker accepted it, so a batch
@@ -18,11 +19,9 @@ kept in memory, so an outage of Redis does not cause resends either.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import hmac
 import logging
-import os
 import reprlib
 import secrets
 import time
@@ -30,12 +29,9 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import orjson
 import redis
-import requests
-from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
@@ -45,13 +41,13 @@ from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags
 from pipeline.core.queue import Consumer, Delivery, Lost, Outcome
 from pipeline.core.retry import HandBack, Retry
-from pipeline.core.stats import Stats
 from pipeline.core.worker import Handler, belongs_to, run_consumer
 from pipeline.errors import PermanentError, PluginError, RetryableError
 from pipeline.ops import dlq
 from pipeline.plugin import Plugin
 from pipeline.plugin import load as load_plugin
 from pipeline.registry import Component
+from pipeline.sinks.httpclient import Tracker
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,6 @@ class TrackerOptions:
 log = logging.getLogger(__name__)
 
 LINE_KEYS = frozenset(("service", "logline", "src", "off", "trunc", "raw_b64", "partial"))
-RETRYABLE = {429, 500, 502, 503, 504}
 #: COUNTER's double-click window: two identical requests within it count once at the tracker
 DOUBLE_CLICK_SECONDS = 30.0
 #: what an uncertain request's resend keeps of the window, for the time it takes to arrive
@@ -94,100 +89,6 @@ class Event:
     @property
     def url_tim(self) -> str:
         return self.params.get("url_tim", "")
-
-
-class Tracker:
-    """One keep-alive HTTP session to the tracker, with the per-process rate limit."""
-
-    def __init__(self, opts: TrackerOptions, stats: Stats | None = None) -> None:
-        self.opts = opts
-        self.stats = stats  # the tracker's answers by status, for the monitor
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = "loglines-tracker/1"
-        # proxies and CA bundle from the environment are read once, not on every request
-        self.session.proxies = requests.utils.get_environ_proxies(opts.endpoint_url)
-        self.session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
-        self.session.trust_env = False
-        self.last_request = 0.0
-
-    def url(self, params: Mapping[str, str]) -> str:
-        """The request as it is stored and logged: without the endpoint's user, password or own
-        query (a token there is a secret)."""
-        return f"{redacted(self.opts.endpoint_url)}?{urlencode(params)}"
-
-    def send(self, params: Mapping[str, str]) -> None:
-        """Raise :class:`RetryableError` (with ``retry_after``, and ``uncertain`` when the
-        request went out and no answer came) or :class:`PermanentError`."""
-        wait = self.last_request + self.opts.ratelimit - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
-        self.last_request = time.monotonic()
-        try:
-            response = self.session.get(self.opts.endpoint_url, params=params, timeout=self.opts.timeout)
-        except requests.ConnectTimeout:
-            self._answer("timeout")
-            raise RetryableError("the tracker did not take the connection in time") from None
-        except requests.ReadTimeout:
-            self._answer("timeout")
-            raise RetryableError(f"no answer within {self.opts.timeout:g} s", uncertain=True) from None
-        except requests.ConnectionError as exc:
-            self._answer("connection_error")
-            raise RetryableError(f"connection failed ({_cause(exc)})", uncertain=_sent(exc)) from None
-        self._answer(answer_label(response.status_code, self.opts.success))
-        if response.status_code == self.opts.success:
-            return
-        detail = f"HTTP {response.status_code}: {response.text[:500]}"
-        if response.status_code in RETRYABLE:
-            raise RetryableError(detail, retry_after(response.headers.get("Retry-After")))
-        raise PermanentError(detail)
-
-
-    def _answer(self, label: str) -> None:
-        if self.stats is not None:
-            self.stats.count(f"tracker_responses:{label}")
-
-
-def answer_label(status: int, success: int) -> str:
-    """A tracker's answer as a label value of bounded range: the code for the success status
-    and those loglines treats apart (retried), else its class (``4xx``)."""
-    return str(status) if status == success or status in RETRYABLE else f"{status // 100}xx"
-
-
-def redacted(url: str) -> str:
-    """``url`` without user, password, query and fragment."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _sent(exc: requests.ConnectionError) -> bool:
-    """Whether a connection error came after the request was sent (a reset, a cut answer),
-    not while connecting (refused, unreachable, name unknown)."""
-    cause = exc.args[0] if exc.args else None
-    reason = getattr(cause, "reason", cause)
-    return not isinstance(reason, NewConnectionError | ConnectTimeoutError)
-
-
-def _cause(exc: BaseException) -> str:
-    cause = exc.args[0] if exc.args else exc
-    return type(getattr(cause, "reason", cause)).__name__
-
-
-def retry_after(value: str | None) -> float:
-    """Seconds from a Retry-After header (seconds or an HTTP date); 0 when absent or bad."""
-    if not value:
-        return 0.0
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def event_id(item: Mapping[str, Any], params: Mapping[str, str]) -> str:

@@ -15,7 +15,7 @@ import redis
 from pipeline import config
 from pipeline.core.keys import Keys
 from pipeline.plugins import repository
-from pipeline.sinks.tracker import retry_after
+from pipeline.sinks.httpclient import retry_after
 from tests.support.faults import Scenario
 from tests.support.procs import Worker
 from tests.support.servers import wait_for
