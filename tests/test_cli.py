@@ -295,7 +295,7 @@ def test_check_warns_of_workers_running_as_root_and_up_keeps_the_password_to_its
     if os.geteuid() == 0:
         assert "[worker_b] runs as root" in err and "[worker_c]" not in err
     from pipeline import config
-    from pipeline.cli import _where_password
+    from pipeline.cli.running import _where_password
 
     assert main(["-c", str(cfg), "init"]) == 0
     where = _where_password(config.load(cfg))
