@@ -24,7 +24,8 @@ from bench.genlog import lines
 from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags
 from pipeline.sinks.esids import IdSchemes, ordered_line_id
-from pipeline.sinks.esindexer import document_id, index_name
+from pipeline.sinks.esindexer import document_id
+from pipeline.sinks.indexnames import index_name
 from tests.support.faults import Scenario, es_seen
 from tests.support.procs import SEQ, Worker
 from tests.support.servers import wait_for
