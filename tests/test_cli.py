@@ -214,7 +214,7 @@ def test_backfill_stopped_midway_splits_no_line(write_cfg, tmp_path: Path, r: re
     flushed only at the end of the file)."""
     from pipeline.core.keys import Keys
     from pipeline.core.lifecycle import Flags
-    from pipeline.sources import watcher as watcher_mod
+    from pipeline.sources import files as files_mod
     from pipeline.sources.backfill import backfill
 
     class StopAfterFirstPump(Flags):
@@ -231,14 +231,14 @@ def test_backfill_stopped_midway_splits_no_line(write_cfg, tmp_path: Path, r: re
 
     old = tmp_path / "access.log.1"
     old.write_text("".join(f"seq={n} " + "x" * (n % 37) + "\n" for n in range(20_000)))
-    budget = watcher_mod.READ_BUDGET
-    watcher_mod.READ_BUDGET = 4093  # reads end inside lines
+    budget = files_mod.READ_BUDGET
+    files_mod.READ_BUDGET = 4093  # reads end inside lines
     try:
         first = backfill(r, Keys(), [str(old)], "raw", "svc", StopAfterFirstPump(), progress=False)
         assert 0 < first < 20_000
         second = backfill(r, Keys(), [str(old)], "raw", "svc", Flags(), progress=False)
     finally:
-        watcher_mod.READ_BUDGET = budget
+        files_mod.READ_BUDGET = budget
     items = [i for raw in r.lrange(K.queue("raw"), 0, -1) for i in message.decode(raw, 1 << 30)]
     assert first + second == 20_000 and not any(i.get("partial") for i in items)
     assert [i["logline"] for i in items] == [f"seq={n} " + "x" * (n % 37) for n in range(20_000)]

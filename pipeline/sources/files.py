@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READ_BUDGET = 1024 * 1024
+READ_BUDGET = 1024 * 1024  # bytes read from one file at a time
 TRUNCATED_KEPT = 16
 FD_RESERVE = 64  # descriptors kept free for Redis connections, logs and the rest
 
@@ -79,8 +79,8 @@ class Files:
                     pass
                 except OSError as exc:
                     complete = False
-                    self.warn_once(f"scan:{folder}", "%s: cannot read the folder %s: %s; files "
-                                    "there are not taken for rotated away", safe(folder), exc)
+                    self.warn_once(f"scan:{folder}", "cannot read the folder %s: %s; files there "
+                                   "are not taken for rotated away", safe(folder), exc)
                     continue
             matches = sorted(glob.glob(pattern))
             if matches:
@@ -133,7 +133,7 @@ class Files:
                 and not t.waiting_for and t.pos == t.state.offset]
         if not idle:
             self.warn_once("max_open", "%s files are open (max_open_files, or the descriptor "
-                            "limit): the next files wait until one is finished", len(self.tails))
+                           "limit): the next files wait until one is finished", len(self.tails))
             return False
         tail = min(idle, key=lambda t: t.last_growth)
         self.saved[tail.key] = tail.state  # reopened by identity, from where it was
@@ -169,7 +169,7 @@ class Files:
             if not self._inside_roots(real):
                 os.close(fd)
                 self.warn_once(f"root:{path}", "not following %s: it is %s, outside allowed_roots",
-                                safe(path), safe(real))
+                               safe(path), safe(real))
                 return None
         return fd
 
@@ -188,7 +188,7 @@ class Files:
         if self._inside_roots(real):
             return True
         self.warn_once(f"root:{path}", "not following %s: it resolves to %s, outside allowed_roots",
-                        safe(path), safe(real))
+                       safe(path), safe(real))
         return False
 
     def _open(self, path: str, first: bool) -> None:

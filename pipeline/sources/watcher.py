@@ -28,8 +28,8 @@ from pipeline.core.logsetup import safe
 from pipeline.core.retry import Outage
 from pipeline.core.stats import Stats
 from pipeline.registry import Component, Section, resolve_paths
+from pipeline.sources import files as files_mod
 from pipeline.sources.fileid import FileState, find_by_inode
-from pipeline.sources.files import READ_BUDGET, Files
 from pipeline.sources.tailer import Tail
 
 
@@ -77,7 +77,7 @@ class Watcher:
         self.rcfg = rcfg or RedisConfig()
         self.queue_key = keys.queue(opts.pushto)
         self.offsets_key = keys.offsets(state_name or name)
-        self.files = Files(name, opts, client, self.offsets_key, keys.truncated(state_name or name),
+        self.files = files_mod.Files(name, opts, client, self.offsets_key, keys.truncated(state_name or name),
                            self._commit_pending)
         self.tails = self.files.tails  # the same dict, never replaced
         self.first_pending_at: float | None = None
@@ -192,7 +192,7 @@ class Watcher:
             self.files.check_truncation(tail)
             dry = False
             while tail.pending < group and tail.pending_bytes < group_bytes:
-                got = tail.read(READ_BUDGET)
+                got = tail.read(files_mod.READ_BUDGET)
                 total += got
                 if not got:
                     dry = True

@@ -187,6 +187,23 @@ def test_rotated_file_deleted_while_stopped_reports_gap(r: redis.Redis, tmp_path
     stop(w2)
 
 
+def test_a_folder_that_cannot_be_read_is_named_once_and_the_other_files_flow(  # type: ignore[no-untyped-def]
+        r: redis.Redis, tmp_path: Path, caplog) -> None:
+    """A folder the watcher cannot list (here a path through a regular file) is said once, by
+    name and error; a file tailed there is not taken for rotated away, and the rest is read."""
+    log = tmp_path / "access.log"
+    log.write_text("a1\n")
+    (tmp_path / "plain").write_text("not a folder\n")
+    w = start(r, make(log, logfile=(str(log), str(tmp_path / "plain" / "*.log"))))
+    step(w)
+    log.write_text("a1\na2\n")
+    step(w)
+    assert lines_of(r) == ["a1", "a2"]
+    assert caplog.text.count("cannot read the folder") == 1
+    assert "plain" in caplog.text and "Not a directory" in caplog.text
+    stop(w)
+
+
 def test_copytruncate_and_truncation_restart_from_zero(r: redis.Redis, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
     log = tmp_path / "a.log"
     log.write_text("one\ntwo\nthree\n")
@@ -419,7 +436,7 @@ def test_watcher_delivers_each_line_once_through_random_rotations_restarts_and_r
     it had not committed) and read sizes: every line reaches the queue exactly once."""
     import re
 
-    import pipeline.sources.watcher as watcher_mod
+    import pipeline.sources.files as files_mod
 
     rng = random.Random(21)
     log = tmp_path / "access.log"
@@ -453,7 +470,7 @@ def test_watcher_delivers_each_line_once_through_random_rotations_restarts_and_r
             stop(w)  # a crash: lines read but not committed are forgotten
             w = start(r, opts)
         else:
-            monkeypatch.setattr(watcher_mod, "READ_BUDGET", rng.randint(1, 600))
+            monkeypatch.setattr(files_mod, "READ_BUDGET", rng.randint(1, 600))
             w.pump()
             w.flush_due(force=rng.random() < 0.5)
             if rng.random() < 0.3:
@@ -461,7 +478,7 @@ def test_watcher_delivers_each_line_once_through_random_rotations_restarts_and_r
                 w.close_finished()
     with log.open("ab") as f:
         f.write(rest)
-    monkeypatch.setattr(watcher_mod, "READ_BUDGET", 1 << 20)
+    monkeypatch.setattr(files_mod, "READ_BUDGET", 1 << 20)
     for _ in range(3):
         step(w)
     stop(w)
@@ -597,7 +614,7 @@ def test_watcher_delivers_each_line_once_through_random_copytruncates_restarts_a
     by nature, the lines written between its two steps, is not the watcher's to keep)."""
     import re
 
-    import pipeline.sources.watcher as watcher_mod
+    import pipeline.sources.files as files_mod
 
     rng = random.Random(22)
     log = tmp_path / "access.log"
@@ -629,7 +646,7 @@ def test_watcher_delivers_each_line_once_through_random_copytruncates_restarts_a
             stop(w)  # a crash: lines read but not committed are forgotten
             w = start(r, opts)
         else:
-            monkeypatch.setattr(watcher_mod, "READ_BUDGET", rng.randint(1, 600))
+            monkeypatch.setattr(files_mod, "READ_BUDGET", rng.randint(1, 600))
             w.pump()
             w.flush_due(force=rng.random() < 0.5)
             if rng.random() < 0.3:
@@ -637,7 +654,7 @@ def test_watcher_delivers_each_line_once_through_random_copytruncates_restarts_a
                 w.close_finished()
     with log.open("ab") as f:
         f.write(rest)
-    monkeypatch.setattr(watcher_mod, "READ_BUDGET", 1 << 20)
+    monkeypatch.setattr(files_mod, "READ_BUDGET", 1 << 20)
     for _ in range(4):
         step(w)
     stop(w)
