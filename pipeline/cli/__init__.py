@@ -28,6 +28,7 @@ from pipeline.cli.data import (
     cmd_schedule,
 )
 from pipeline.cli.running import cmd_down, cmd_status, cmd_up, cmd_worker
+from pipeline.core.logsetup import safe
 from pipeline.errors import LoglinesError
 
 Command = Callable[[argparse.Namespace], int]
@@ -49,10 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"loglines: error: {exc}", file=sys.stderr)
         return 1
     except redis.RedisError as exc:
-        print(f"loglines: error: Redis: {exc}", file=sys.stderr)
+        print(f"loglines: error: Redis: {safe(exc, 2000)}", file=sys.stderr)  # it may echo keys
         return 1
     except ApiError as exc:
-        print(f"loglines: error: Elasticsearch: {exc.meta.status} {exc.message}", file=sys.stderr)
+        print(f"loglines: error: Elasticsearch: {exc.meta.status} {safe(exc.message, 2000)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

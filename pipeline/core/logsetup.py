@@ -16,11 +16,26 @@ def safe(text: object, limit: int = 300) -> str:
     return value.translate(_ESCAPES)
 
 
+#: What the formatter keeps of a message at most (a caller's ``safe`` caps its own part sooner).
+MESSAGE_CHARS = 10_000
+_CONTROL = {k: v for k, v in _ESCAPES.items() if k != ord("\n")}  # a traceback keeps its lines
+
+
 class _OneLine(logging.Formatter):
+    """Every record on one line that no text from outside can break or colour, whoever logged it
+    and whether or not they passed it through :func:`safe`: the message's control characters are
+    escaped. A traceback follows on lines of its own, each indented and escaped too, so that an
+    exception's text cannot start a line that reads as a record (records start at column 0)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = safe(record.message, MESSAGE_CHARS)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
-        head, sep, tail = text.partition("\n")  # tracebacks stay readable, one record each
-        return head.replace("\r", "\\r") + (sep + tail if sep else "")
+        head, sep, tail = super().format(record).partition("\n")
+        if not sep:
+            return head
+        return head + "".join("\n  " + line.translate(_CONTROL) for line in tail.split("\n"))
 
 
 def setup(level: str = "info", name: str = "loglines") -> logging.Logger:

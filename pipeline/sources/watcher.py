@@ -77,8 +77,8 @@ class Watcher:
         self.rcfg = rcfg or RedisConfig()
         self.queue_key = keys.queue(opts.pushto)
         self.offsets_key = keys.offsets(state_name or name)
-        self.files = files_mod.Files(name, opts, client, self.offsets_key, keys.truncated(state_name or name),
-                           self._commit_pending)
+        self.files = files_mod.Files(name, opts, client, self.offsets_key,
+                                     keys.truncated(state_name or name), self._commit_pending)
         self.tails = self.files.tails  # the same dict, never replaced
         self.first_pending_at: float | None = None
         self.rescan_needed = False
