@@ -38,9 +38,14 @@ class _OneLine(logging.Formatter):
         return head + "".join("\n  " + line.translate(_CONTROL) for line in tail.split("\n"))
 
 
+def formatter() -> logging.Formatter:
+    """What every worker's log line looks like: time, level, logger, the escaped message."""
+    return _OneLine("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def setup(level: str = "info", name: str = "loglines") -> logging.Logger:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_OneLine("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

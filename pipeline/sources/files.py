@@ -79,14 +79,14 @@ class Files:
                     pass
                 except OSError as exc:
                     complete = False
-                    self.warn_once(f"scan:{folder}", "cannot read the folder %s: %s; files there "
-                                   "are not taken for rotated away", safe(folder), exc)
+                    self._warn_once(f"scan:{folder}", "cannot read the folder %s: %s; files there "
+                                    "are not taken for rotated away", safe(folder), exc)
                     continue
             matches = sorted(glob.glob(pattern))
             if matches:
                 self._matched.add(pattern)
             elif pattern not in self._matched:
-                self.warn_once(f"wait:{pattern}", "waiting for %s: no file matches it yet",
+                self._warn_once(f"wait:{pattern}", "waiting for %s: no file matches it yet",
                                 safe(pattern))
             for path in matches:
                 if not self._allowed(path):
@@ -132,8 +132,8 @@ class Files:
                 if not t.pending and not t.buf and t.skip is None and t.orphan_since is None
                 and not t.waiting_for and t.pos == t.state.offset]
         if not idle:
-            self.warn_once("max_open", "%s files are open (max_open_files, or the descriptor "
-                           "limit): the next files wait until one is finished", len(self.tails))
+            self._warn_once("max_open", "%s files are open (max_open_files, or the descriptor "
+                            "limit): the next files wait until one is finished", len(self.tails))
             return False
         tail = min(idle, key=lambda t: t.last_growth)
         self.saved[tail.key] = tail.state  # reopened by identity, from where it was
@@ -142,7 +142,7 @@ class Files:
         del self.tails[tail.key]
         return True
 
-    def warn_once(self, what: str, text: str, *args: object) -> None:
+    def _warn_once(self, what: str, text: str, *args: object) -> None:
         if what not in self._warned:
             self._warned.add(what)
             log.warning("%s: " + text, self.name, *args)
@@ -154,12 +154,12 @@ class Files:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as exc:
-            self.warn_once(f"open:{path}", "cannot open %s: %s", safe(path), exc)
+            self._warn_once(f"open:{path}", "cannot open %s: %s", safe(path), exc)
             return None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            self.warn_once(f"kind:{path}", "not reading %s: not a regular file", safe(path))
+            self._warn_once(f"kind:{path}", "not reading %s: not a regular file", safe(path))
             return None
         if self.opts.allowed_roots:
             try:
@@ -168,8 +168,8 @@ class Files:
                 real = os.path.realpath(path)
             if not self._inside_roots(real):
                 os.close(fd)
-                self.warn_once(f"root:{path}", "not following %s: it is %s, outside allowed_roots",
-                               safe(path), safe(real))
+                self._warn_once(f"root:{path}", "not following %s: it is %s, outside allowed_roots",
+                                safe(path), safe(real))
                 return None
         return fd
 
@@ -187,8 +187,8 @@ class Files:
             return False
         if self._inside_roots(real):
             return True
-        self.warn_once(f"root:{path}", "not following %s: it resolves to %s, outside allowed_roots",
-                       safe(path), safe(real))
+        self._warn_once(f"root:{path}", "not following %s: it resolves to %s, outside allowed_roots",
+                        safe(path), safe(real))
         return False
 
     def _open(self, path: str, first: bool) -> None:
@@ -204,14 +204,14 @@ class Files:
             if st.st_size < state.offset:
                 log.warning("%s: %s is shorter (%d) than the saved offset %d: truncated while "
                             "stopped, reading from 0", self.name, safe(path), st.st_size, state.offset)
-                self.remember_truncated(state)
+                self._remember_truncated(state)
                 state = new_state(path, fd, 0)
         else:
             if state is not None:
                 log.warning("%s: %s reuses the inode of a file seen before but its content differs "
                             "(truncated and written again while the watcher was stopped, or a new "
                             "file); reading it as a new file", self.name, safe(path))
-                self.remember_truncated(state)  # its old content may turn up as a copy
+                self._remember_truncated(state)  # its old content may turn up as a copy
                 if not state.closed:
                     self._report_gap(state)
             source = self._copied_from(fd, st.st_size, key)
@@ -251,7 +251,7 @@ class Files:
                 return state
         return None
 
-    def remember_truncated(self, state: FileState) -> None:
+    def _remember_truncated(self, state: FileState) -> None:
         """A file was truncated at ``state``: a copy of it that turns up (copytruncate) goes on
         from there, under the same source id, so no line of it is read twice."""
         self.truncated = [*self.truncated[-(TRUNCATED_KEPT - 1):], state]
@@ -261,9 +261,9 @@ class Files:
             pipe.execute()
         for tail in self.tails.values():
             if tail.waiting_for == state.key:
-                self.release(tail, state)
+                self._release(tail, state)
 
-    def release(self, tail: Tail, state: FileState) -> None:
+    def _release(self, tail: Tail, state: FileState) -> None:
         released = replace(state, path=tail.path, dev=tail.state.dev, ino=tail.state.ino, closed=False)
         tail.waiting_for = ""
         tail.rewind(released)
@@ -276,7 +276,7 @@ class Files:
             log.warning("%s: %s was truncated (size %d < offset %d) or rewritten; reading from 0",
                         self.name, safe(tail.path), size, tail.pos)
             self.commit(tail)
-            self.remember_truncated(tail.identity())
+            self._remember_truncated(tail.identity())
             tail.rewind(new_state(tail.path, tail.fd, 0))
             self.client.hset(self.offsets_key, tail.key, tail.state.dumps())
 
@@ -345,7 +345,7 @@ class Files:
             log.info("%s: finished rotated file %s at offset %d", self.name, safe(tail.path), tail.pos)
             for copy in self.tails.values():
                 if copy.waiting_for == key:  # its original went away whole: go on from its end
-                    self.release(copy, tail.state)
+                    self._release(copy, tail.state)
 
 
 def _starts_as(fd: int, size: int, state: FileState) -> bool:

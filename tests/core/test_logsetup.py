@@ -11,10 +11,10 @@ FORGED = "x\r\n2026-01-01 00:00:00,000 ERROR pipeline.sources.files: forged\x1b[
 
 
 def formatted(record: logging.LogRecord) -> str:
+    """The record as a worker writes it (the test process's own logging left alone)."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
-    logsetup.setup("debug")
-    handler.setFormatter(logging.getLogger().handlers[0].formatter)
+    handler.setFormatter(logsetup.formatter())
     handler.emit(record)
     return stream.getvalue()
 

@@ -190,7 +190,7 @@ def test_rotated_file_deleted_while_stopped_reports_gap(r: redis.Redis, tmp_path
 def test_a_folder_that_cannot_be_read_is_named_once_and_the_other_files_flow(  # type: ignore[no-untyped-def]
         r: redis.Redis, tmp_path: Path, caplog) -> None:
     """A folder the watcher cannot list (here a path through a regular file) is said once, by
-    name and error; a file tailed there is not taken for rotated away, and the rest is read."""
+    name and error, and the files of the other patterns are read."""
     log = tmp_path / "access.log"
     log.write_text("a1\n")
     (tmp_path / "plain").write_text("not a folder\n")
