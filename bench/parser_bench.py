@@ -1,43 +1,65 @@
-"""P2: parser lines/s per process (take -> plugin -> push -> acknowledge), one process."""
+"""P2: parser lines/s per process (take -> plugin -> push -> acknowledge), one process: the
+parser worker's own loop (``pipeline.transforms.parser.run``) in this process, stopped once its
+queue and its in-flight list are empty."""
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from pathlib import Path
 
 from bench.common import push_file, row, run_with_redis
-from pipeline import plugin
-from pipeline.config import RedisConfig
-from pipeline.core.queue import Consumer
-from pipeline.transforms.parser import ParserOptions, make_processor
+from pipeline.config import loader
+from pipeline.core.keys import Keys
+from pipeline.core.lifecycle import Flags
+from pipeline.core.worker import consumer_id
+from pipeline.transforms import parser
 
 
 def run_once(client, log: Path, plugin_name: str) -> float:  # type: ignore[no-untyped-def]
     client.flushall()
     count = push_file(client, log)  # the parser's real input
-    cfg = RedisConfig(embedded=False, url="redis://unused", block_timeout=0.1)
-    consumer = Consumer(client, cfg, "raw", "bench/parser", "parser")
-    consumer.start()
-    opts = ParserOptions(listento="raw", pushto=("parsed",), plugin=plugin_name)
-    options = {"timezone": "Europe/Prague"} if plugin_name == "kontext" else None
-    process = make_processor(plugin.load(plugin_name, options=options), opts, "bench")
-    done = 0
+    where = client.connection_pool.connection_kwargs
+    path = log.with_name("loglines.cfg")
+    path.write_text(f"[redis]\nurl = redis://{where['host']}:{where['port']}/0\n"
+                    f"[worker_p]\ntype = parser\nlistento = raw\npushto = parsed\nplugin = {plugin_name}\n"
+                    + ("opt_timezone = Europe/Prague\n" if plugin_name == "kontext" else ""))
+    cfg = loader.load(path)
+    program = cfg.worker("worker_p")
+    parser.plugin_for(cfg, program)  # imports and the robots list made before the clock runs
+    keys, flags = Keys(cfg.redis_for(program).prefix), Flags()
+    queue, inflight = keys.queue("raw"), keys.inflight(consumer_id("worker_p"))
+
+    def stop_when_done() -> None:
+        while not flags.stop:
+            time.sleep(0.02)
+            if client.llen(queue) == 0 and client.llen(inflight) == 0:
+                flags.stop = True
+
+    watch = threading.Thread(target=stop_when_done, daemon=True)
     started = time.perf_counter()
-    while (delivery := consumer.take()) is not None:
-        consumer.ack(delivery, process(delivery.elements, "raw"), take_next=True)
-        done += delivery.count
+    watch.start()
+    parser.run(cfg, program, flags)
     elapsed = time.perf_counter() - started
-    assert done == count and client.llen("{loglines}:dlq") == 0
+    done = sum(len(item) for item in map(_records, client.lrange(keys.queue("parsed"), 0, -1)))
+    assert done == count and client.llen(keys.dead_letters) == 0, (done, count)
     return count / elapsed
 
 
+def _records(raw: bytes) -> list[object]:
+    import orjson
+
+    value = orjson.loads(raw)
+    return value if isinstance(value, list) else [value]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--plugin", default="accesslog,kontext", help="comma-separated")
-    args = parser.parse_args()
+    parser_ = argparse.ArgumentParser(description=__doc__)
+    parser_.add_argument("--lines", type=int, default=1_000_000)
+    parser_.add_argument("--runs", type=int, default=5)
+    parser_.add_argument("--plugin", default="accesslog,kontext", help="comma-separated")
+    args = parser_.parse_args()
     for name in args.plugin.split(","):
         figure = run_with_redis(args.lines, args.runs, f"parser ({name}) per process",
                                 lambda client, log, n=name: run_once(client, log, n), kontext=name == "kontext")

@@ -1,7 +1,7 @@
 """Reliable consumption of a Redis list (the BRPOPLPUSH pattern, with BLMOVE).
 
 A consumer moves one message at a time from its queue into its own in-flight list. When the
-work is done, one atomic script (:data:`ACK_SCRIPT`) removes the message from the in-flight
+work is done, one atomic script (:data:`pipeline.core.ack.SCRIPT`) removes the message from the in-flight
 list *and* pushes the results downstream (plus dead letters, and whatever the worker adds,
 such as a file logger's committed size): after a crash a batch is either not done or done,
 never half.
@@ -18,19 +18,23 @@ in-flight list (the Elasticsearch indexer does, to make bulk requests of a usefu
 are acknowledged, handed back or reaped together. It may also take the next delivery while one
 is in hand (:meth:`Consumer.take_ahead`, the indexer's bulks in flight): its messages go into
 the in-flight list behind, the deliveries are acknowledged in the order taken, each removing
-its own messages from the head of the list, and a crash or a reaper takes them all back.
+its own messages from the head of the list, and a crash or a reaper takes them all back. An
+acknowledgement's ``meanwhile`` is work done while Redis applies it (the parser handles the
+delivery behind): the script is sent, the work done, then the reply read.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
 
 from pipeline.config import RedisConfig
 from pipeline.core import message
+from pipeline.core.ack import Acknowledgement
 from pipeline.core.connection import check_server, wait_replicas
 from pipeline.core.keys import Keys
 from pipeline.core.stats import Stats
@@ -97,42 +101,6 @@ class Lost(Exception):
 #: How long a "stopping" mark is kept for a process that was killed on its way out.
 STOPPING_TTL = 7 * 86400
 
-#: The acknowledgement. KEYS: the in-flight list, the recoveries hash, the queue, then the keys
-#: written. ARGV: the in-flight list's expected length (every message taken), how many of its
-#: first messages are acknowledged (all of them, or those of the delivery before the ones still
-#: being worked on), whether to take the next message (1/0), the numbers of appends and of
-#: sets, then the appended values, and a field and a value per set. The reply: nil if the list
-#: is not what this consumer took (nothing written), else {1} or {1, the next message, now in
-#: flight}. An acknowledged message's recovery count, if any, is forgotten (its key is the
-#: message's sha1, as :func:`message.digest` makes it); the hash is almost always empty, so the
-#: digests are worked out only when it is not. A write Redis refuses for a
-#: while (disk full, out of memory, a replica) is refused at the script's first write, before
-#: anything is written: that error is the script's reply as Redis gave it (not wrapped in a
-#: script error), so the worker waits it out as it does for any command.
-ACK_SCRIPT = """
-local inflight, recoveries, queue = KEYS[1], KEYS[2], KEYS[3]
-local taken, done = tonumber(ARGV[1]), tonumber(ARGV[2])
-if redis.call('LLEN', inflight) ~= taken then return false end
-local held = redis.call('HLEN', recoveries) > 0 and redis.call('LRANGE', inflight, 0, done - 1) or {}
--- a write refused (MISCONF, OOM, READONLY) is refused at the first one: its error, unwrapped
-local removed
-if done == taken then removed = redis.pcall('DEL', inflight) else removed = redis.pcall('LTRIM', inflight, done, -1) end
-if type(removed) == 'table' and removed.err then  -- older servers prefix where it was raised
-  return redis.error_reply(removed.err:match('^@user_script: %d+: %-(.-)%s*$') or removed.err)
-end
-for _, raw in ipairs(held) do redis.call('HDEL', recoveries, redis.sha1hex(raw)) end
-local appends, sets = tonumber(ARGV[4]), tonumber(ARGV[5])
-for i = 1, appends do redis.call('RPUSH', KEYS[3 + i], ARGV[5 + i]) end
-local at = 5 + appends
-for i = 1, sets do redis.call('HSET', KEYS[3 + appends + i], ARGV[at + 2 * i - 1], ARGV[at + 2 * i]) end
-if ARGV[3] == '1' then
-  local next = redis.call('LMOVE', queue, inflight, 'LEFT', 'RIGHT')
-  if next then return {1, next} end
-end
-return {1}
-"""
-
-
 class Consumer:
     def __init__(
         self,
@@ -150,8 +118,10 @@ class Consumer:
         self.stats = Stats(client, self.keys, worker)
         self._first_take = True
         self._check_own = True
-        self._next: bytes | None = None  # moved into the in-flight list by the last ack
-        self._ack = client.register_script(ACK_SCRIPT)
+        #: moved into the in-flight list by the last ack, behind every delivery in hand: the next
+        #: take, or the next take_ahead, is that message
+        self._next: bytes | None = None
+        self._ack = Acknowledgement(client)
 
     def start(self) -> None:
         """Check the server, say we are alive, then register (a reaper never sees us registered
@@ -260,9 +230,11 @@ class Consumer:
         any): moved into the in-flight list behind them, to be acknowledged after them (in the
         order taken: :meth:`ack` with ``behind``). None when nothing is queued, or when what the
         in-flight list holds is not known (after a connection error: :meth:`take` finds out)."""
-        if self._check_own or self._next is not None:
+        if self._check_own:
             return None
         delivery: Delivery | None = None
+        if self._next is not None:  # the last ack took it, behind the deliveries in hand
+            delivery, self._next = self._delivery([self._next], 0), None
         while delivery is None or (gather_items and delivery.count < gather_items):
             raw = self.client.lmove(self.queue_key, self.inflight_key, "LEFT", "RIGHT")
             if raw is None:
@@ -272,29 +244,35 @@ class Consumer:
             self._add(delivery, raw)
         return delivery
 
-    def ack(self, delivery: Delivery, outcome: Outcome, take_next: bool = False, behind: int = 0) -> bool:
+    def ack(self, delivery: Delivery, outcome: Outcome, take_next: bool = False, behind: int = 0,
+            meanwhile: Callable[[], object] | None = None) -> bool:
         """Commit a delivery's outcome; False if it was no longer ours (already done, or reaped).
         With ``take_next``, the same script moves the next message of the queue into the
-        in-flight list, for the next :meth:`take` (a stopping consumer hands it back).
-        ``behind``: the messages taken after this delivery (:meth:`take_ahead`) and still being
-        worked on; they stay in the in-flight list, and the list must hold all of them too.
+        in-flight list, behind everything in hand, for the next :meth:`take` or
+        :meth:`take_ahead` (a stopping consumer hands it back); not while the one the last ack
+        took is still there. ``behind``: the messages taken after this delivery
+        (:meth:`take_ahead`) and still being worked on; they stay in the in-flight list, and the
+        list must hold all of them too. ``meanwhile``: work done once the script is sent and
+        before its reply is read (it must not use this consumer).
 
         Until an acknowledgement is known to have gone through, the next take looks in the
         in-flight list first: what is still there is delivered again, never overwritten.
         """
-        assert not (take_next and behind), "the next message would go behind those still in hand"
         keys = self.keys
         appends = [(keys.queue(queue), payload) for queue, payload in outcome.pushes]
         appends += [(keys.dead_letters, entry) for entry in outcome.dead]
         appends += outcome.appends
+        waiting = int(self._next is not None)  # stays in the list, behind those in hand
+        take = take_next and not waiting
         self._check_own = True
-        self._next = None
         reply = self._ack(
-            keys=[self.inflight_key, keys.recoveries, self.queue_key, *(k for k, _ in appends),
-                  *(k for k, _, _ in outcome.sets)],
-            args=[len(delivery.raws) + behind, len(delivery.raws), int(take_next), len(appends), len(outcome.sets),
-                  *(v for _, v in appends), *(x for _, f, v in outcome.sets for x in (f, v))])
+            [self.inflight_key, keys.recoveries, self.queue_key, *(k for k, _ in appends),
+             *(k for k, _, _ in outcome.sets)],
+            [len(delivery.raws) + behind + waiting, len(delivery.raws), int(take), len(appends),
+             len(outcome.sets), *(v for _, v in appends), *(x for _, f, v in outcome.sets for x in (f, v))],
+            meanwhile)
         if reply is None:
+            self._next = None
             # only this consumer adds to its list, so it holds this delivery whole or was reaped
             # (emptied) since a part of it was taken: then a part may be done elsewhere
             log.warning("%s: in-flight batch already acknowledged or reaped; results dropped", self.id)

@@ -81,6 +81,30 @@ def _at_once(handle: Handler) -> Starter:
     return start
 
 
+class _Later:
+    """A handler's work on a delivery, done when first asked for, or ahead of that (while the
+    acknowledgement of the delivery before is in Redis); what it raised, it raises when asked."""
+
+    def __init__(self, handle: Handler, delivery: Delivery) -> None:
+        self.handle, self.delivery = handle, delivery
+        self.outcome: Outcome | None = None
+        self.error: Exception | None = None
+
+    def ahead(self) -> None:
+        if self.outcome is None and self.error is None:
+            try:
+                self.outcome = self.handle(self.delivery)
+            except Exception as exc:  # raised in turn, once the deliveries before are done
+                self.error = exc
+
+    def __call__(self) -> Outcome:
+        self.ahead()
+        if self.error is not None:
+            raise self.error
+        assert self.outcome is not None
+        return self.outcome
+
+
 def undecodable(consumer: Consumer, delivery: Delivery) -> list[bytes]:
     """Dead-letter entries for the delivery's messages that are not JSON batches or items. The
     message is kept whole (it was in Redis already), so that it can be looked at and replayed."""
@@ -103,20 +127,28 @@ def run_consumer(
     linger: float = 0.0,
     make_starter: Callable[[Consumer, Flags], Starter] | None = None,
     in_flight: int = 1,
+    work_ahead: bool = False,
 ) -> int:
     """The loop. With ``make_starter`` (instead of ``make_handler``) and ``in_flight`` above 1,
     that many deliveries are worked on at once: while the first is, the next ones queued are
     taken into the in-flight list behind it and started, and they are acknowledged one by one
-    in the order taken (a crash or a reaper takes back all of them, as one delivery)."""
+    in the order taken (a crash or a reaper takes back all of them, as one delivery).
+    ``work_ahead``, for a handler whose work has no effect but its outcome (the parser's): the
+    delivery behind is taken with the acknowledgement of the one before and handled while Redis
+    applies that acknowledgement."""
     flags = flags or Flags()
     rcfg = cfg.redis_for(program)
     client = client or connect(rcfg)
     consumer = Consumer(client, rcfg, queue, consumer_id(program.name), program.name)
     if make_starter is not None:
-        start = make_starter(consumer, flags)
+        start, work_ahead = make_starter(consumer, flags), False
     else:
         assert make_handler is not None
-        start, in_flight = _at_once(make_handler(consumer, flags)), 1
+        handle = make_handler(consumer, flags)
+        if work_ahead:
+            start, in_flight = (lambda delivery: _Later(handle, delivery)), 2
+        else:
+            start, in_flight = _at_once(handle), 1
     heartbeat = Heartbeat(consumer, rcfg.heartbeat_ttl, flags)
     watchdog = Watchdog(consumer.id, cfg.watchdog_s)
     watchdog.start()
@@ -156,9 +188,10 @@ def run_consumer(
                         outcome.dead.extend(undecodable(consumer, delivery))
                         failpoint.hit("handled")
                         behind = sum(len(d.raws) for d, _, _ in held[1:])
+                        later = held[1][1] if work_ahead and len(held) > 1 else None
                         # the next message comes with the acknowledgement, unless stopping
-                        if consumer.ack(delivery, outcome, take_next=not flags.stop and not behind,
-                                        behind=behind):
+                        if consumer.ack(delivery, outcome, take_next=not flags.stop, behind=behind,
+                                        meanwhile=later.ahead if isinstance(later, _Later) else None):
                             # taken to acknowledged, for the monitor
                             consumer.stats.observe("batch_seconds", time.monotonic() - taken)
                             del held[0]

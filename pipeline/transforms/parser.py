@@ -251,7 +251,7 @@ def run(cfg: Config, program: ProgramConfig[ParserOptions], flags: Flags) -> int
 
         return handle
 
-    return run_consumer(cfg, program, opts.listento, make_handler, flags)
+    return run_consumer(cfg, program, opts.listento, make_handler, flags, work_ahead=True)
 
 
 def prepare(values: dict[str, Any], section: Section) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from pipeline.core.connection import passing
 from pipeline.core.keys import Keys
 from pipeline.core.queue import Consumer, Outcome
 from pipeline.core.reaper import reap
+from tests.support.servers import RedisServer
 
 CFG = RedisConfig(embedded=False, url="redis://unused", heartbeat_ttl=30, block_timeout=0.1)
 K = Keys(CFG.prefix)
@@ -441,3 +442,93 @@ def test_an_ack_with_deliveries_ahead_is_refused_once_reaped_and_nothing_is_take
     assert slow.take_ahead() is None  # its in-flight list is not known now: take() looks first
     slow.after_connection_error()
     assert slow.take_ahead() is None and r.llen(K.inflight("h/slow")) == 0
+
+
+def test_an_ack_with_a_delivery_behind_takes_the_next_behind_it_for_take_ahead(r: redis.Redis) -> None:
+    """The parser's work ahead: the ack of the first delivery moves the next message in behind
+    the one still in hand; take_ahead gives that message, and the order holds to the end."""
+    raws = [push(r, "in", [{"n": n}]) for n in range(4)]
+    c = consumer(r, "h/behind")
+    first, second = c.take(), c.take_ahead()
+    assert first is not None and second is not None and second.raws == raws[1:2]
+    assert c.ack(first, Outcome(pushes=[("out", b"[0]")], count=1), take_next=True, behind=1)
+    assert r.lrange(K.inflight("h/behind"), 0, -1) == raws[1:3] and r.lrange(K.queue("in"), 0, -1) == raws[3:]
+    third = c.take_ahead()
+    assert third is not None and third.raws == raws[2:3] and third.items == [{"n": 2}]
+    assert c.ack(second, Outcome(pushes=[("out", b"[1]")], count=1), take_next=True, behind=1)
+    assert r.lrange(K.inflight("h/behind"), 0, -1) == raws[2:] and r.llen(K.queue("in")) == 0
+    # stopping: the message the last ack took is not taken ahead; the next ack counts it as
+    # still in the list (it would be refused as reaped otherwise) and takes nothing more
+    assert c.ack(third, Outcome(pushes=[("out", b"[2]")], count=1), take_next=True)
+    assert r.lrange(K.inflight("h/behind"), 0, -1) == raws[3:]
+    c.stop()
+    assert r.lrange(K.queue("in"), 0, -1) == raws[3:] and r.llen(K.inflight("h/behind")) == 0
+    assert r.lrange(K.queue("out"), 0, -1) == [b"[0]", b"[1]", b"[2]"]
+
+
+def test_work_done_while_an_ack_is_in_redis_runs_once_and_leaves_the_connection_in_step(
+        r: redis.Redis) -> None:
+    """``meanwhile`` runs between sending the script and reading its reply: a command of its
+    own gets its own answer, what it raises comes out once the ack's reply is read (the ack is
+    applied, and the connection's next reply is not that one's), and a Redis that forgot the
+    script runs it once."""
+    raws = [push(r, "in", [{"n": n}]) for n in range(3)]
+    c = consumer(r, "h/meanwhile")
+    seen: list[int] = []
+    d = c.take()
+    assert d is not None
+    assert c.ack(d, Outcome(pushes=[("out", b"[0]")], count=1), take_next=True,
+                 meanwhile=lambda: seen.append(int(r.llen(K.queue("in")))))
+    assert seen in ([1], [2]) and r.lrange(K.queue("out"), 0, -1) == [b"[0]"]  # Redis' pace decides
+    d = c.take()
+    assert d is not None and d.raws == raws[1:2]
+
+    def fails() -> None:
+        raise RuntimeError("the work behind failed")
+
+    with pytest.raises(RuntimeError, match="the work behind failed"):
+        c.ack(d, Outcome(pushes=[("out", b"[1]")], count=1), meanwhile=fails)
+    assert r.lrange(K.queue("out"), 0, -1) == [b"[0]", b"[1]"] and r.llen(K.inflight("h/meanwhile")) == 0
+    for _ in range(3):  # every pooled connection answers its own command
+        assert r.llen(K.queue("in")) == 1 and r.ping() is True
+    r.script_flush()
+    d = c.take()
+    assert d is not None and d.raws == raws[2:]
+    ran: list[int] = []
+    assert c.ack(d, Outcome(pushes=[("out", b"[2]")], count=1), meanwhile=lambda: ran.append(1))
+    assert ran == [1] and r.lrange(K.queue("out"), 0, -1) == [b"[0]", b"[1]", b"[2]"]
+    assert r.llen(K.inflight("h/meanwhile")) == 0
+
+
+def test_a_connection_lost_while_an_ack_is_in_redis_loses_and_doubles_nothing(
+        r: redis.Redis, redis_server: RedisServer) -> None:
+    """The connection of an ack in flight is killed while the work behind is done (the script
+    held back by a write pause, so it never runs): the reply is lost, and the next take finds
+    both deliveries in the in-flight list."""
+    raws = [push(r, "in", [{"n": n}]) for n in range(2)]
+    c = consumer(r, "h/lost")
+    first, second = c.take(), c.take_ahead()
+    assert first is not None and second is not None
+    killer = redis_server.client()
+
+    def kill_the_ack() -> None:
+        deadline = time.monotonic() + 5
+        while not (acks := [e["id"] for e in killer.client_list() if e["cmd"] == "evalsha"]):
+            assert time.monotonic() < deadline, "the ack never reached Redis"
+            time.sleep(0.01)
+        killer.client_kill_filter(_id=acks[0])
+        killer.client_unpause()
+
+    killer.client_pause(5000, all=False)  # writes and scripts wait
+    try:
+        with pytest.raises(redis.ConnectionError):
+            c.ack(first, Outcome(pushes=[("out", b"[0]")], count=1), take_next=True, behind=1,
+                  meanwhile=kill_the_ack)
+    finally:
+        killer.client_unpause()
+        killer.close()
+    c.after_connection_error()  # what the worker loop does with any Redis error
+    again = c.take()
+    assert again is not None and again.raws == raws and r.llen(K.queue("out")) == 0
+    assert c.ack(again, Outcome(pushes=[("out", b"[0, 1]")], count=2))
+    assert r.llen(K.inflight("h/lost")) == 0 and r.lrange(K.queue("out"), 0, -1) == [b"[0, 1]"]
