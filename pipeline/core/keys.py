@@ -45,6 +45,13 @@ class Keys:
         return self._key("consumers")
 
     @property
+    def works_ahead(self) -> str:
+        """Set: the consumers that work on the delivery behind while the one before is being
+        acknowledged (parsers). Of their in-flight messages only the last can have been in work
+        when they died: only that one counts a recovery."""
+        return self._key("works_ahead")
+
+    @property
     def recoveries(self) -> str:
         """Hash: sha1 of a batch -> how many times it was recovered from a dead consumer."""
         return self._key("recoveries")

@@ -101,6 +101,13 @@ class Lost(Exception):
 #: How long a "stopping" mark is kept for a process that was killed on its way out.
 STOPPING_TTL = 7 * 86400
 
+def blamed_from(count: int, works_ahead: bool) -> int:
+    """The first of a dead consumer's ``count`` in-flight messages that counts a recovery (may
+    have been in work when it died): every one, or for a consumer that works ahead the last
+    alone (those before it were done, their acknowledgement on its way)."""
+    return max(count - 1, 0) if works_ahead else 0
+
+
 class Consumer:
     def __init__(
         self,
@@ -109,8 +116,13 @@ class Consumer:
         queue: str,
         consumer_id: str,
         worker: str,
+        works_ahead: bool = False,
     ) -> None:
         self.client, self.cfg, self.queue, self.id, self.worker = client, cfg, queue, consumer_id, worker
+        #: works on the delivery behind while the one before is acknowledged, and only so: a
+        #: delivery taken fresh is worked on before anything is taken behind it, so of its
+        #: in-flight messages only the last can be in work (the first ones are done)
+        self.works_ahead = works_ahead
         self.keys = Keys(cfg.prefix)
         self.queue_key = self.keys.queue(queue)
         self.inflight_key = self.keys.inflight(consumer_id)
@@ -118,9 +130,7 @@ class Consumer:
         self.stats = Stats(client, self.keys, worker)
         self._first_take = True
         self._check_own = True
-        #: moved into the in-flight list by the last ack, behind every delivery in hand: the next
-        #: take, or the next take_ahead, is that message
-        self._next: bytes | None = None
+        self._next: bytes | None = None  # moved into the in-flight list by the last ack
         self._ack = Acknowledgement(client)
 
     def start(self) -> None:
@@ -129,6 +139,7 @@ class Consumer:
         for warning in check_server(self.client):
             log.warning("%s: %s", self.id, warning)
         self.beat()
+        (self.client.sadd if self.works_ahead else self.client.srem)(self.keys.works_ahead, self.id)
         self.client.hset(self.keys.consumers, self.id, self.queue_key)
 
     def beat(self, last_turn: float | None = None) -> None:
@@ -189,7 +200,9 @@ class Consumer:
             log.warning("%s: taking back %d in-flight message(s) of a stopped process (no recovery "
                         "counted: it was killed, not crashed)", self.id, len(raws))
             return self._delivery(raws, 0)
-        counts = [int(self.client.hincrby(self.keys.recoveries, message.digest(r), 1)) for r in raws]
+        first = blamed_from(len(raws), self.works_ahead)
+        counts = [0] * first + [int(self.client.hincrby(self.keys.recoveries, message.digest(r), 1))
+                                for r in raws[first:]]
         log.warning("recovering %d in-flight message(s) of %s (recovery %d)", len(raws), self.id, max(counts))
         poison = [r for r, n in zip(raws, counts, strict=True) if n >= self.cfg.max_recoveries]
         if poison:
@@ -230,11 +243,9 @@ class Consumer:
         any): moved into the in-flight list behind them, to be acknowledged after them (in the
         order taken: :meth:`ack` with ``behind``). None when nothing is queued, or when what the
         in-flight list holds is not known (after a connection error: :meth:`take` finds out)."""
-        if self._check_own:
+        if self._check_own or self._next is not None:
             return None
         delivery: Delivery | None = None
-        if self._next is not None:  # the last ack took it, behind the deliveries in hand
-            delivery, self._next = self._delivery([self._next], 0), None
         while delivery is None or (gather_items and delivery.count < gather_items):
             raw = self.client.lmove(self.queue_key, self.inflight_key, "LEFT", "RIGHT")
             if raw is None:
@@ -248,31 +259,29 @@ class Consumer:
             meanwhile: Callable[[], object] | None = None) -> bool:
         """Commit a delivery's outcome; False if it was no longer ours (already done, or reaped).
         With ``take_next``, the same script moves the next message of the queue into the
-        in-flight list, behind everything in hand, for the next :meth:`take` or
-        :meth:`take_ahead` (a stopping consumer hands it back); not while the one the last ack
-        took is still there. ``behind``: the messages taken after this delivery
-        (:meth:`take_ahead`) and still being worked on; they stay in the in-flight list, and the
-        list must hold all of them too. ``meanwhile``: work done once the script is sent and
-        before its reply is read (it must not use this consumer).
+        in-flight list, for the next :meth:`take` (a stopping consumer hands it back).
+        ``behind``: the messages taken after this delivery (:meth:`take_ahead`) and still being
+        worked on; they stay in the in-flight list, and the list must hold all of them too.
+        ``meanwhile``: work done once the script is sent and before its reply is read (the
+        parser's on the delivery behind; it must not use this consumer).
 
         Until an acknowledgement is known to have gone through, the next take looks in the
         in-flight list first: what is still there is delivered again, never overwritten.
         """
+        assert not (take_next and behind), "the next message would go behind those still in hand"
         keys = self.keys
         appends = [(keys.queue(queue), payload) for queue, payload in outcome.pushes]
         appends += [(keys.dead_letters, entry) for entry in outcome.dead]
         appends += outcome.appends
-        waiting = int(self._next is not None)  # stays in the list, behind those in hand
-        take = take_next and not waiting
         self._check_own = True
+        self._next = None
         reply = self._ack(
             [self.inflight_key, keys.recoveries, self.queue_key, *(k for k, _ in appends),
              *(k for k, _, _ in outcome.sets)],
-            [len(delivery.raws) + behind + waiting, len(delivery.raws), int(take), len(appends),
+            [len(delivery.raws) + behind, len(delivery.raws), int(take_next), len(appends),
              len(outcome.sets), *(v for _, v in appends), *(x for _, f, v in outcome.sets for x in (f, v))],
             meanwhile)
         if reply is None:
-            self._next = None
             # only this consumer adds to its list, so it holds this delivery whole or was reaped
             # (emptied) since a part of it was taken: then a part may be done elsewhere
             log.warning("%s: in-flight batch already acknowledged or reaped; results dropped", self.id)

@@ -4,7 +4,8 @@ A consumer is dead when its heartbeat key has expired. Each candidate is handled
 WATCH/MULTI/EXEC on its heartbeat and in-flight list, so a consumer that comes back, or a
 second reaper running at the same time, makes the transaction fail instead of moving a batch
 twice. A live consumer's list is never touched. A batch recovered ``max_recoveries`` times goes
-to the dead-letter list instead.
+to the dead-letter list instead (each message that may have been in work when the consumer died
+counts one recovery: :func:`pipeline.core.queue.blamed_from`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pipeline.config import RedisConfig
 from pipeline.core import message
 from pipeline.core.keys import Keys
 from pipeline.core.logsetup import safe
+from pipeline.core.queue import blamed_from
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,9 @@ def _reap_one(
                 return "idle"
             shas = [message.digest(raw) for raw in raws]
             stopped = bool(pipe.exists(stopping))  # killed on its way out: not the batch's fault
-            counts = [int(pipe.hget(keys.recoveries, sha) or 0) + (0 if stopped else 1) for sha in shas]
+            first = blamed_from(len(raws), bool(pipe.sismember(keys.works_ahead, consumer)))
+            counts = [int(pipe.hget(keys.recoveries, sha) or 0) + (0 if stopped or at < first else 1)
+                      for at, sha in enumerate(shas)]
             pipe.multi()
             pipe.delete(inflight, stopping)
             outcome = "requeued"

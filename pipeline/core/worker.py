@@ -134,14 +134,17 @@ def run_consumer(
     taken into the in-flight list behind it and started, and they are acknowledged one by one
     in the order taken (a crash or a reaper takes back all of them, as one delivery).
     ``work_ahead``, for a handler whose work has no effect but its outcome (the parser's): the
-    delivery behind is taken with the acknowledgement of the one before and handled while Redis
-    applies that acknowledgement."""
+    delivery behind is handled while Redis applies the acknowledgement of the one before. A
+    delivery is taken only when no work is in hand (one taken fresh is handled at once), so at a
+    crash only the last in-flight message can have been in work: only it counts a recovery
+    (:class:`pipeline.core.queue.Consumer`'s ``works_ahead``)."""
     flags = flags or Flags()
     rcfg = cfg.redis_for(program)
     client = client or connect(rcfg)
-    consumer = Consumer(client, rcfg, queue, consumer_id(program.name), program.name)
+    work_ahead = work_ahead and make_starter is None
+    consumer = Consumer(client, rcfg, queue, consumer_id(program.name), program.name, works_ahead=work_ahead)
     if make_starter is not None:
-        start, work_ahead = make_starter(consumer, flags), False
+        start = make_starter(consumer, flags)
     else:
         assert make_handler is not None
         handle = make_handler(consumer, flags)
@@ -177,6 +180,8 @@ def run_consumer(
                         delivery = consumer.take(gather_items, linger)
                         if delivery is not None:
                             begin(delivery)
+                            if work_ahead:  # done before anything is taken behind it
+                                held[0][1]()
                     while held and len(held) < in_flight and not flags.stop:
                         more = consumer.take_ahead(gather_items)
                         if more is None:
@@ -189,8 +194,11 @@ def run_consumer(
                         failpoint.hit("handled")
                         behind = sum(len(d.raws) for d, _, _ in held[1:])
                         later = held[1][1] if work_ahead and len(held) > 1 else None
-                        # the next message comes with the acknowledgement, unless stopping
-                        if consumer.ack(delivery, outcome, take_next=not flags.stop, behind=behind,
+                        # the next message comes with the acknowledgement, unless stopping or
+                        # working on one behind (it is taken once that work is done: nothing is
+                        # taken behind work in hand)
+                        if consumer.ack(delivery, outcome, take_next=not flags.stop and not behind,
+                                        behind=behind,
                                         meanwhile=later.ahead if isinstance(later, _Later) else None):
                             # taken to acknowledged, for the monitor
                             consumer.stats.observe("batch_seconds", time.monotonic() - taken)

@@ -20,8 +20,8 @@ CFG = RedisConfig(embedded=False, url="redis://unused", heartbeat_ttl=30, block_
 K = Keys(CFG.prefix)
 
 
-def consumer(r: redis.Redis, cid: str = "host/w1", queue: str = "in") -> Consumer:
-    c = Consumer(r, CFG, queue, cid, "w1")
+def consumer(r: redis.Redis, cid: str = "host/w1", queue: str = "in", works_ahead: bool = False) -> Consumer:
+    c = Consumer(r, CFG, queue, cid, "w1", works_ahead=works_ahead)
     c.start()
     return c
 
@@ -444,28 +444,6 @@ def test_an_ack_with_deliveries_ahead_is_refused_once_reaped_and_nothing_is_take
     assert slow.take_ahead() is None and r.llen(K.inflight("h/slow")) == 0
 
 
-def test_an_ack_with_a_delivery_behind_takes_the_next_behind_it_for_take_ahead(r: redis.Redis) -> None:
-    """The parser's work ahead: the ack of the first delivery moves the next message in behind
-    the one still in hand; take_ahead gives that message, and the order holds to the end."""
-    raws = [push(r, "in", [{"n": n}]) for n in range(4)]
-    c = consumer(r, "h/behind")
-    first, second = c.take(), c.take_ahead()
-    assert first is not None and second is not None and second.raws == raws[1:2]
-    assert c.ack(first, Outcome(pushes=[("out", b"[0]")], count=1), take_next=True, behind=1)
-    assert r.lrange(K.inflight("h/behind"), 0, -1) == raws[1:3] and r.lrange(K.queue("in"), 0, -1) == raws[3:]
-    third = c.take_ahead()
-    assert third is not None and third.raws == raws[2:3] and third.items == [{"n": 2}]
-    assert c.ack(second, Outcome(pushes=[("out", b"[1]")], count=1), take_next=True, behind=1)
-    assert r.lrange(K.inflight("h/behind"), 0, -1) == raws[2:] and r.llen(K.queue("in")) == 0
-    # stopping: the message the last ack took is not taken ahead; the next ack counts it as
-    # still in the list (it would be refused as reaped otherwise) and takes nothing more
-    assert c.ack(third, Outcome(pushes=[("out", b"[2]")], count=1), take_next=True)
-    assert r.lrange(K.inflight("h/behind"), 0, -1) == raws[3:]
-    c.stop()
-    assert r.lrange(K.queue("in"), 0, -1) == raws[3:] and r.llen(K.inflight("h/behind")) == 0
-    assert r.lrange(K.queue("out"), 0, -1) == [b"[0]", b"[1]", b"[2]"]
-
-
 def test_work_done_while_an_ack_is_in_redis_runs_once_and_leaves_the_connection_in_step(
         r: redis.Redis) -> None:
     """``meanwhile`` runs between sending the script and reading its reply: a command of its
@@ -522,8 +500,7 @@ def test_a_connection_lost_while_an_ack_is_in_redis_loses_and_doubles_nothing(
     killer.client_pause(5000, all=False)  # writes and scripts wait
     try:
         with pytest.raises(redis.ConnectionError):
-            c.ack(first, Outcome(pushes=[("out", b"[0]")], count=1), take_next=True, behind=1,
-                  meanwhile=kill_the_ack)
+            c.ack(first, Outcome(pushes=[("out", b"[0]")], count=1), behind=1, meanwhile=kill_the_ack)
     finally:
         killer.client_unpause()
         killer.close()
@@ -532,3 +509,42 @@ def test_a_connection_lost_while_an_ack_is_in_redis_loses_and_doubles_nothing(
     assert again is not None and again.raws == raws and r.llen(K.queue("out")) == 0
     assert c.ack(again, Outcome(pushes=[("out", b"[0, 1]")], count=2))
     assert r.llen(K.inflight("h/lost")) == 0 and r.lrange(K.queue("out"), 0, -1) == [b"[0, 1]"]
+
+
+def test_a_consumer_working_ahead_that_dies_blames_only_its_last_message(r: redis.Redis) -> None:
+    """A parser dies with two messages in flight: the first done (its acknowledgement on its
+    way), the second in work. Only the second counts recoveries; after three it alone is
+    dead-lettered, and the first is delivered again, never dead-lettered with it."""
+    done, killer, after = (push(r, "in", [{"n": n}]) for n in range(3))
+    c = consumer(r, "h/parser", works_ahead=True)
+    assert c.take() is not None and c.take_ahead() is not None  # then it dies, three times
+    for attempt in (1, 2):
+        c = consumer(r, "h/parser", works_ahead=True)
+        d = c.take()
+        assert d is not None and d.raws == [done, killer] and d.recovered == attempt
+        assert r.hgetall(K.recoveries) == {message.digest(killer).encode(): str(attempt).encode()}
+    c = consumer(r, "h/parser", works_ahead=True)
+    d = c.take()
+    assert d is not None and d.raws == [done] and d.recovered == 3
+    assert [message.dead_letter_payload(orjson.loads(e)) for e in r.lrange(K.dead_letters, 0, -1)] == [killer]
+    assert c.ack(d, Outcome(count=1), take_next=True) and not r.hgetall(K.recoveries)
+    assert r.lrange(K.inflight("h/parser"), 0, -1) == [after]
+
+
+def test_the_reaper_blames_only_the_last_message_of_a_consumer_working_ahead(r: redis.Redis) -> None:
+    """The same rule when another worker reaps the dead one's list: both messages go back to
+    the head of the queue in order, only the last one counted; a consumer that does not work
+    ahead has every message counted (any of them may have been in work)."""
+    raws = [push(r, "in", [{"n": n}]) for n in range(2)]
+    parser = consumer(r, "h/ahead-dead", works_ahead=True)
+    assert parser.take() is not None and parser.take_ahead() is not None
+    r.delete(K.heartbeat("h/ahead-dead"))
+    assert reap(r, CFG).requeued == 1
+    assert r.lrange(K.queue("in"), 0, -1) == raws
+    assert r.hgetall(K.recoveries) == {message.digest(raws[1]).encode(): b"1"}
+    r.delete(K.recoveries)
+    indexer = consumer(r, "h/gathering-dead")
+    assert indexer.take(gather_items=2) is not None
+    r.delete(K.heartbeat("h/gathering-dead"))
+    assert reap(r, CFG).requeued == 1
+    assert r.hgetall(K.recoveries) == {message.digest(raw).encode(): b"1" for raw in raws}

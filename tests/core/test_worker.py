@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -24,72 +25,69 @@ plugin = jsonlines
 """
 
 
-def _loop(write_cfg: Callable[[str], Path], r: redis.Redis, work_ahead: bool, count: int = 4) -> list[tuple[int, int]]:
-    """Runs the loop over ``count`` one-item messages; what each handling saw: (its item, how
-    many acknowledgements Redis had applied). The first handling pauses Redis' writes for a
-    moment, so that its acknowledgement waits in Redis."""
+def number_in(raw: bytes) -> int:
+    return int(message.expand(message.decode_elements(raw, 1 << 20))[0]["n"])
+
+
+def _loop(write_cfg: Callable[[str], Path], r: redis.Redis, work_ahead: bool, count: int = 4,
+          stop_at: int | None = None) -> list[str]:
+    """Runs the loop over ``count`` one-item messages (a stop asked while handling ``stop_at``,
+    else the last); what happened, in order: ``h<n>`` a handling, ``a<n>``/``A<n>`` an
+    acknowledgement begun/returned. Each handling checks that its delivery is the last message
+    of the in-flight list: no work is ever in hand with a message behind it."""
     for n in range(count):
         r.rpush(K.queue("in"), message.encode([{"n": n}]))
     cfg = loader.load(write_cfg(PARSER))
     program = cfg.worker("worker_p")
     flags = Flags()
-    seen: list[tuple[int, int]] = []
+    events: list[str] = []
+    stop_at = count - 1 if stop_at is None else stop_at
 
     def make_handler(consumer: Consumer, _flags: Flags) -> Handler:
+        inflight = consumer.inflight_key
+        ack = consumer.ack
+
+        def traced_ack(delivery: Delivery, outcome: Outcome, **options: Any) -> bool:
+            n = delivery.items[0]["n"]
+            events.append(f"a{n}")
+            try:
+                return ack(delivery, outcome, **options)
+            finally:
+                events.append(f"A{n}")
+
+        consumer.ack = traced_ack  # type: ignore[method-assign]
+
         def handle(delivery: Delivery) -> Outcome:
             n = delivery.items[0]["n"]
-            seen.append((n, int(r.llen(K.queue("out")))))
-            if n == 0:
-                r.client_pause(400, all=False)  # writes and scripts wait, reads go on
-            if n == count - 1:
+            events.append(f"h{n}")
+            assert r.lindex(inflight, -1) == delivery.raws[-1], (n, r.lrange(inflight, 0, -1))
+            if n == stop_at:
                 flags.stop = True  # the loop finishes what is in hand and leaves
             return Outcome(pushes=[("out", message.encode([{"n": n}]))], count=1, out=1)
 
         return handle
 
     assert run_consumer(cfg, program, "in", make_handler, flags, work_ahead=work_ahead) == 0
-    assert [number_in(raw) for raw in r.lrange(K.queue("out"), 0, -1)] == list(range(count))
-    assert r.llen(K.queue("in")) == 0 and not r.keys(K.inflight("*"))
-    return seen
-
-
-def number_in(raw: bytes) -> int:
-    return int(message.expand(message.decode_elements(raw, 1 << 20))[0]["n"])
+    out = [number_in(raw) for raw in r.lrange(K.queue("out"), 0, -1)]
+    left = [number_in(raw) for raw in r.lrange(K.queue("in"), 0, -1)]
+    assert out + left == list(range(count)) and not r.keys(K.inflight("*"))
+    assert out == [int(e[1:]) for e in events if e[0] == "h"]  # each handled once, acknowledged once
+    return events
 
 
 def test_work_ahead_handles_the_next_delivery_while_the_ack_before_is_in_redis(write_cfg, r) -> None:  # type: ignore[no-untyped-def]
-    """With ``work_ahead`` (the parser's), the second delivery is handled while the first one's
-    acknowledgement waits in Redis; every delivery is handled once, acknowledged once, in
-    order; the acknowledgement of the one before that is always applied by then. Without it,
-    each handling starts after the acknowledgement before it."""
-    seen = _loop(write_cfg, r, work_ahead=True)
-    assert [n for n, _ in seen] == [0, 1, 2, 3] and seen[1] == (1, 0)  # the first ack held back
-    assert all(applied in (n - 1, n) for n, applied in seen[1:])  # the one before: Redis' pace
+    """With ``work_ahead`` (the parser's), each delivery after the first is handled inside the
+    acknowledgement of the one before (after its script is sent, before its reply is read),
+    every one once and in order. Without it, each handling follows the acknowledgement before."""
+    assert _loop(write_cfg, r, work_ahead=True) == [
+        "h0", "a0", "h1", "A0", "a1", "h2", "A1", "a2", "h3", "A2", "a3", "A3"]
     r.flushall()
-    assert _loop(write_cfg, r, work_ahead=False) == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert _loop(write_cfg, r, work_ahead=False) == [
+        "h0", "a0", "A0", "h1", "a1", "A1", "h2", "a2", "A2", "h3", "a3", "A3"]
 
 
-def test_work_ahead_leaves_what_it_did_not_start_in_the_queue_when_stopped(write_cfg, r) -> None:  # type: ignore[no-untyped-def]
-    """A stop with a message taken by the last acknowledgement: that message goes back to the
-    head of the queue, unhandled, and what was handled is acknowledged once."""
-    for n in range(5):
-        r.rpush(K.queue("in"), message.encode([{"n": n}]))
-    cfg = loader.load(write_cfg(PARSER))
-    flags = Flags()
-    handled: list[int] = []
-
-    def make_handler(consumer: Consumer, _flags: Flags) -> Handler:
-        def handle(delivery: Delivery) -> Outcome:
-            n = delivery.items[0]["n"]
-            handled.append(n)
-            if n == 1:
-                flags.stop = True
-            return Outcome(pushes=[("out", message.encode([{"n": n}]))], count=1, out=1)
-
-        return handle
-
-    assert run_consumer(cfg, cfg.worker("worker_p"), "in", make_handler, flags, work_ahead=True) == 0
-    out = [number_in(raw) for raw in r.lrange(K.queue("out"), 0, -1)]
-    left = [number_in(raw) for raw in r.lrange(K.queue("in"), 0, -1)]
-    assert out == handled and sorted(out + left) == list(range(5)) and left == list(range(len(out), 5))
-    assert not r.keys(K.inflight("*"))
+def test_work_ahead_stopped_leaves_what_it_did_not_start_in_the_queue(write_cfg, r) -> None:  # type: ignore[no-untyped-def]
+    """A stop asked while the second delivery is handled: the two handled are acknowledged, the
+    rest stays at the head of the queue, in order, unhandled."""
+    assert _loop(write_cfg, r, work_ahead=True, count=5, stop_at=1) == ["h0", "a0", "h1", "A0", "a1", "A1"]
+    assert [number_in(raw) for raw in r.lrange(K.queue("in"), 0, -1)] == [2, 3, 4]

@@ -354,6 +354,53 @@ def test_19_poison_payload_killing_the_worker_every_time(redis_server: RedisServ
         pipe.stop()
 
 
+def test_19_poison_payload_with_batches_queued_behind_it(redis_server: RedisServer, r, es_url: str,
+                                                         tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The poison batch in a full queue, where the parser handles each batch while the one
+    before is being acknowledged: the poison alone is dead-lettered, after three deaths, and
+    every batch around it is delivered once."""
+    from pipeline.core import message
+    from pipeline.core.keys import Keys
+
+    scenario = Scenario("19 poison payload in a full queue: it alone is dead-lettered")
+    pipe = moody_pipeline(tmp_path, redis_server.url, es_url, tracker).start()
+    parser, to_parse = pipe.workers["worker_parse"], Keys().queue("to_parse")
+    try:
+        parser.stop()
+        wait_for(lambda: parser.proc is not None and parser.proc.poll() is not None, what="the parser stopped")
+
+        def queued() -> int:
+            return sum(message.count_items(raw) for raw in r.lrange(to_parse, 0, -1))
+
+        pipe.write(1000, chunk=100)
+        wait_for(lambda: queued() == 1000, timeout=60, what="1000 lines queued for the parser")
+        r.rpush(to_parse, message.encode([{"service": "evil", "logline": "GET /POISON"}]))
+        pipe.write(1000, chunk=100)
+        wait_for(lambda: queued() == 2001, timeout=60, what="1000 more queued behind the poison")
+        parser.start()
+        deaths = 0
+        deadline = time.monotonic() + 120
+        while not any("poison" in e["reason"] for e in pipe.dead_letters()):
+            assert time.monotonic() < deadline, "the poison batch was never dead-lettered"
+            assert parser.proc is not None
+            if parser.proc.poll() is not None:  # what supervisord does: start it again
+                deaths += 1
+                parser.start()
+            time.sleep(0.2)
+        assert deaths == 3, deaths
+        dead = frozenset(n for n in range(2000) if n % 97 == 13)
+        wait_for(lambda: len(pipe.seen("file")) >= 2000 - len(dead), timeout=60, what="the rest delivered")
+        time.sleep(1)
+        poison = [e for e in pipe.dead_letters() if "poison" in e["reason"]]
+        assert len(poison) == 1 and message.dead_letter_payload(poison[0]) == message.encode(
+            [{"service": "evil", "logline": "GET /POISON"}])
+        r.lrem(Keys().dead_letters, 1, orjson.dumps(poison[0]))
+        alive(pipe)
+        pipe.check(scenario, dead=dead, note=f"dead-lettered after {deaths} deaths, 20 batches around it")
+    finally:
+        pipe.stop()
+
+
 def test_20_two_reapers_and_a_slow_live_worker(redis_server: RedisServer, r, es_url: str,
                                                tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A parser holding its batch far longer than the heartbeat TTL keeps it while reapers run;
