@@ -1,10 +1,10 @@
 """Reliable consumption of a Redis list (the BRPOPLPUSH pattern, with BLMOVE).
 
 A consumer moves one message at a time from its queue into its own in-flight list. When the
-work is done, one atomic script (:data:`pipeline.core.ack.SCRIPT`) removes the message from the in-flight
-list *and* pushes the results downstream (plus dead letters, and whatever the worker adds,
-such as a file logger's committed size): after a crash a batch is either not done or done,
-never half.
+work is done, one atomic script (:data:`pipeline.core.ack.SCRIPT`) removes the message from the
+in-flight list *and* pushes the results downstream (plus dead letters, and whatever the worker
+adds, such as a file logger's committed size): after a crash a batch is either not done or
+done, never half.
 
 The script first checks that the in-flight list still holds exactly what this consumer took.
 If a reaper took the batch back meanwhile (this consumer looked dead), the list was emptied,
