@@ -319,6 +319,22 @@ def test_18_malformed_queue_payloads(redis_server: RedisServer, r, es_url: str, 
         pipe.stop()
 
 
+def restart_until_poison_is_dead_lettered(pipe: Pipeline) -> int:
+    """Start the parser again each time it dies (what supervisord does) until a batch is
+    dead-lettered as poison; how many times it died."""
+    parser = pipe.workers["worker_parse"]
+    deaths = 0
+    deadline = time.monotonic() + 120
+    while not any("poison" in e["reason"] for e in pipe.dead_letters()):
+        assert time.monotonic() < deadline, "the poison batch was never dead-lettered"
+        assert parser.proc is not None
+        if parser.proc.poll() is not None:
+            deaths += 1
+            parser.start()
+        time.sleep(0.2)
+    return deaths
+
+
 def test_19_poison_payload_killing_the_worker_every_time(redis_server: RedisServer, r, es_url: str,
                                                          tracker: TrackerServer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from pipeline.core import message
@@ -326,20 +342,11 @@ def test_19_poison_payload_killing_the_worker_every_time(redis_server: RedisServ
 
     scenario = Scenario("19 poison payload: kills the parser every time")
     pipe = moody_pipeline(tmp_path, redis_server.url, es_url, tracker).start()
-    parser = pipe.workers["worker_parse"]
     try:
         pipe.write(200, pace=0.02, chunk=50)
         r.rpush(Keys().queue("raw"), message.encode([{"service": "evil", "logline": "GET /POISON"}]))
         pipe.write(200, pace=0.02, chunk=50)
-        deaths = 0
-        deadline = time.monotonic() + 120
-        while not any("poison" in e["reason"] for e in pipe.dead_letters()):
-            assert time.monotonic() < deadline, "the poison batch was never dead-lettered"
-            assert parser.proc is not None
-            if parser.proc.poll() is not None:  # what supervisord does: start it again
-                deaths += 1
-                parser.start()
-            time.sleep(0.2)
+        deaths = restart_until_poison_is_dead_lettered(pipe)
         assert deaths == 3, deaths
         pipe.write(200, pace=0.02, chunk=50)
         dead = frozenset(n for n in range(600) if n % 97 == 13)
@@ -378,15 +385,7 @@ def test_19_poison_payload_with_batches_queued_behind_it(redis_server: RedisServ
         pipe.write(1000, chunk=100)
         wait_for(lambda: queued() == 2001, timeout=60, what="1000 more queued behind the poison")
         parser.start()
-        deaths = 0
-        deadline = time.monotonic() + 120
-        while not any("poison" in e["reason"] for e in pipe.dead_letters()):
-            assert time.monotonic() < deadline, "the poison batch was never dead-lettered"
-            assert parser.proc is not None
-            if parser.proc.poll() is not None:  # what supervisord does: start it again
-                deaths += 1
-                parser.start()
-            time.sleep(0.2)
+        deaths = restart_until_poison_is_dead_lettered(pipe)
         assert deaths == 3, deaths
         dead = frozenset(n for n in range(2000) if n % 97 == 13)
         wait_for(lambda: len(pipe.seen("file")) >= 2000 - len(dead), timeout=60, what="the rest delivered")
