@@ -52,6 +52,13 @@ class Keys:
         return self._key("works_ahead")
 
     @property
+    def uncounted(self) -> str:
+        """Set: the consumers whose handling cannot be what kills their process (a forwarder's
+        target deliveries only send what was decoded and checked before): a recovery of their
+        in-flight messages never counts towards poison."""
+        return self._key("uncounted")
+
+    @property
     def recoveries(self) -> str:
         """Hash: sha1 of a batch -> how many times it was recovered from a dead consumer."""
         return self._key("recoveries")

@@ -101,10 +101,13 @@ class Lost(Exception):
 #: How long a "stopping" mark is kept for a process that was killed on its way out.
 STOPPING_TTL = 7 * 86400
 
-def blamed_from(count: int, works_ahead: bool) -> int:
+def blamed_from(count: int, works_ahead: bool, counted: bool = True) -> int:
     """The first of a dead consumer's ``count`` in-flight messages that counts a recovery (may
     have been in work when it died): every one, or for a consumer that works ahead the last
-    alone (those before it were done, their acknowledgement on its way)."""
+    alone (those before it were done, their acknowledgement on its way); none (``count``) for a
+    consumer whose recoveries are not ``counted``."""
+    if not counted:
+        return count
     return max(count - 1, 0) if works_ahead else 0
 
 
@@ -117,12 +120,16 @@ class Consumer:
         consumer_id: str,
         worker: str,
         works_ahead: bool = False,
+        counted: bool = True,
     ) -> None:
         self.client, self.cfg, self.queue, self.id, self.worker = client, cfg, queue, consumer_id, worker
         #: works on the delivery behind while the one before is acknowledged, and only so: a
         #: delivery taken fresh is worked on before anything is taken behind it, so of its
         #: in-flight messages only the last can be in work (the first ones are done)
         self.works_ahead = works_ahead
+        #: False: its handling cannot kill its process, so a recovery of what it held is never
+        #: held against the messages (no poison from a crash or a power cut during an outage)
+        self.counted = counted
         self.keys = Keys(cfg.prefix)
         self.queue_key = self.keys.queue(queue)
         self.inflight_key = self.keys.inflight(consumer_id)
@@ -140,6 +147,7 @@ class Consumer:
             log.warning("%s: %s", self.id, warning)
         self.beat()
         (self.client.sadd if self.works_ahead else self.client.srem)(self.keys.works_ahead, self.id)
+        (self.client.srem if self.counted else self.client.sadd)(self.keys.uncounted, self.id)
         self.client.hset(self.keys.consumers, self.id, self.queue_key)
 
     def beat(self, last_turn: float | None = None) -> None:
@@ -200,7 +208,7 @@ class Consumer:
             log.warning("%s: taking back %d in-flight message(s) of a stopped process (no recovery "
                         "counted: it was killed, not crashed)", self.id, len(raws))
             return self._delivery(raws, 0)
-        first = blamed_from(len(raws), self.works_ahead)
+        first = blamed_from(len(raws), self.works_ahead, self.counted)
         counts = [0] * first + [int(self.client.hincrby(self.keys.recoveries, message.digest(r), 1))
                                 for r in raws[first:]]
         log.warning("recovering %d in-flight message(s) of %s (recovery %d)", len(raws), self.id, max(counts))

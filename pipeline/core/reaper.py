@@ -60,7 +60,8 @@ def _reap_one(
                 return "idle"
             shas = [message.digest(raw) for raw in raws]
             stopped = bool(pipe.exists(stopping))  # killed on its way out: not the batch's fault
-            first = blamed_from(len(raws), bool(pipe.sismember(keys.works_ahead, consumer)))
+            first = blamed_from(len(raws), bool(pipe.sismember(keys.works_ahead, consumer)),
+                                not pipe.sismember(keys.uncounted, consumer))
             counts = [int(pipe.hget(keys.recoveries, sha) or 0) + (0 if stopped or at < first else 1)
                       for at, sha in enumerate(shas)]
             pipe.multi()

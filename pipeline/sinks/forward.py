@@ -106,21 +106,33 @@ class TargetDelivery:
         self.client = connect(rcfg)
         self.keys = Keys(rcfg.prefix)
         self.queue = target_queue(section, target.name)
-        self.consumer = Consumer(self.client, rcfg, self.queue, f"{consumer_id(section)}/{target.name}", section)
+        # a batch in flight here waits out the target's outage: a crash meanwhile (a power cut, the
+        # OOM killer) is not the batch's doing, so its recoveries are never counted as poison
+        self.consumer = Consumer(self.client, rcfg, self.queue, f"{consumer_id(section)}/{target.name}", section,
+                                 counted=False)
         self.spill_key = self.keys.inflight(f"{self.consumer.id}/spill")
-        self.spool = Spool(spool_dir / f"{target.name}.sqlite", opts.spool_max_bytes,
-                           opts.when_full == "drop_oldest")
+        self.spill_pending = True  # the spill list may hold batches a crash left there
+        self.spool_path = spool_dir / f"{target.name}.sqlite"
+        self._spool: Spool | None = None  # opened by the delivery's thread: a bad spool holds back this target alone
+        self.error = ""  # what stopped the delivery last (its state is then "error")
         self.session = requests.Session()
         self.session.headers.update({"Authorization": f"Bearer {target.token}", "User-Agent": "loglines-forward/1",
                                      "Content-Type": "application/x-ndjson"})
         self.session.verify = opts.ca_certs or True
         self.session.trust_env = False
         self.backoff = Backoff(base=0.5, cap=opts.max_failover_duration)
+        self.failing = Backoff(base=1.0, cap=max(5.0, opts.max_failover_duration))  # waits after an error
         self.state, self.until, self.sent, self.next_publish = "up", 0.0, 0, 0.0
         self.heartbeat = Heartbeat(self.consumer, rcfg.heartbeat_ttl, flags)
         self.thread = threading.Thread(target=self.run, name=f"forward-{target.name}", daemon=True)
 
     # -- the loop -----------------------------------------------------------------------
+
+    @property
+    def spool(self) -> Spool:
+        if self._spool is None:
+            self._spool = Spool(self.spool_path, self.opts.spool_max_bytes, self.opts.when_full == "drop_oldest")
+        return self._spool
 
     def run(self) -> None:
         outage = Outage(f"{self.section}/{self.target.name}", self.flags, self.client)
@@ -131,8 +143,9 @@ class TargetDelivery:
                 if not started:
                     self.consumer.start()
                     self.heartbeat.start()
-                    self._finish_spill()
                     started = True
+                if self.spill_pending:
+                    self._finish_spill()
                 spooled = self.spool.oldest()
                 if spooled is not None:
                     if self.send(spooled.batch_id, spooled.payload, from_spool=True):
@@ -144,19 +157,45 @@ class TargetDelivery:
                 self.spill()
                 self.publish()
                 outage.over()
+                if self.error:
+                    log.warning("%s: the delivery to %s goes on", self.section, safe(self.target.name))
+                    self.error = ""
+                    self.failing.reset()
+                    if self.state == "error":
+                        self.state = "up"
             except HandBack:
                 self.consumer.hand_back()
                 break
             except REDIS_ERRORS as exc:
                 self.consumer.after_connection_error()
                 outage.wait(exc)
+            except Exception as exc:  # the spool's disk (full, unreadable), ...: this target waits, the others go on
+                self._failed(exc)
         try:
             self.publish(force=True)
             self.consumer.stop()
         except REDIS_ERRORS:
             pass
         self.heartbeat.done.set()
-        self.spool.close()
+        if self._spool is not None:
+            self._spool.close()
+
+    def _failed(self, exc: Exception) -> None:
+        """Something other than Redis or the target failed: say so (in the log once, and in the
+        state), wait, and take this target's own in-flight batch again (it was not sent, or is
+        sent again under its key)."""
+        why = safe(f"{type(exc).__name__}: {exc}", 300)
+        if why != self.error:
+            log.error("%s: the delivery to %s failed: %s; it tries again every %.0f s at most (the other "
+                      "targets go on)", self.section, safe(self.target.name), why, self.failing.cap,
+                      exc_info=exc)
+        self.error, self.state = why, "error"
+        self.consumer.after_connection_error()
+        try:
+            self.publish(force=True)
+        except Exception:  # noqa: BLE001 - Redis or the spool may be what failed: the log has it
+            pass
+        sleep_unless(self.flags, self.failing.next_delay())
 
     def deliver(self, delivery: Delivery) -> None:
         dead = undecodable(self.consumer, delivery)
@@ -247,31 +286,42 @@ class TargetDelivery:
                 for _ in range(fits):
                     pipe.lmove(queue_key, self.spill_key, "LEFT", "RIGHT")
                 pipe.execute()
+            self.spill_pending = True
             self._finish_spill()
             if self.state == "backing off":
                 self.state = "spooling"
             over -= fits
 
     def _finish_spill(self) -> None:
+        """Store what the spill list holds in the spool; what the spool has no room for (it
+        shrank, or the queue's head changed meanwhile) goes back to the head of the queue."""
         raws = self.client.lrange(self.spill_key, 0, -1)
         if raws:
             batches = [(str(orjson.loads(raw).get("batch_id", "")), bytes(raw)) for raw in raws]
-            _, dropped = self.spool.add(batches)
+            stored, dropped = self.spool.add(batches)
             if dropped:
                 log.error("%s: the spool of %s was full: dropped its %d oldest batch(es) (when_full = "
                           "drop_oldest)", self.section, safe(self.target.name), dropped)
-            self.client.delete(self.spill_key)
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(self.spill_key)
+                if stored < len(raws):
+                    pipe.lpush(self.keys.queue(self.queue), *reversed(raws[stored:]))
+                pipe.execute()
+        self.spill_pending = False
 
     def full(self) -> bool:
         """Whether this target can take no more (block: the fan-out waits)."""
-        return (not self.spool.drop_oldest and self.state == "spool full")
+        return self.opts.when_full == "block" and self.state == "spool full"
 
     def publish(self, force: bool = False) -> None:
         if not force and time.monotonic() < self.next_publish:
             return
         self.next_publish = time.monotonic() + 1.0
-        figures: dict[str, Any] = {"state": self.state, "url": redacted(self.target.url), "sent": self.sent,
-                                   **self.spool.figures()}
+        figures: dict[str, Any] = {"state": self.state, "url": redacted(self.target.url), "sent": self.sent}
+        if self.error:
+            figures["error"] = self.error
+        else:
+            figures.update(self.spool.figures())
         if self.state == "backing off":
             figures["until"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.until))
         self.client.hset(self.keys.forward(self.section), self.target.name, orjson.dumps(figures))

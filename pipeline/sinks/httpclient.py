@@ -106,15 +106,20 @@ def _cause(exc: BaseException) -> str:
     return type(getattr(cause, "reason", cause)).__name__
 
 
+#: the longest wait a Retry-After header gets (a server asking for more is taken to mean this)
+RETRY_AFTER_MAX = 3600.0
+
+
 def retry_after(value: str | None) -> float:
-    """Seconds from a Retry-After header (seconds or an HTTP date); 0 when absent or bad."""
+    """Seconds from a Retry-After header (seconds or an HTTP date), at most
+    :data:`RETRY_AFTER_MAX`; 0 when absent or bad."""
     if not value:
         return 0.0
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return 0.0
+        try:
+            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return 0.0
+    return min(seconds, RETRY_AFTER_MAX) if seconds > 0 else 0.0

@@ -37,18 +37,26 @@ class Spool:
         import sqlite3  # here: every worker imports this module (through the registry), forwarders use it
 
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")  # a batch taken out of Redis is on disk first
-        self.db.executescript(SCHEMA)
-        self.bytes = int(self.db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM batches").fetchone()[0])
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a batch taken out of Redis is on disk first
+            self.db.executescript(SCHEMA)
+            self.bytes = int(self.db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM batches").fetchone()[0])
+        except BaseException:  # not a spool (a damaged file): it stays as it is for whoever repairs it
+            self.db.close()
+            raise
 
     def add(self, batches: list[tuple[str, bytes]]) -> tuple[int, int]:
-        """Store ``(batch_id, payload)`` pairs in order, atomically; (stored, dropped). With
-        ``block``, only what fits is stored (the rest stays where it was): check :meth:`room`."""
+        """Store ``(batch_id, payload)`` pairs in order, atomically; (stored, dropped): the first
+        ``stored`` pairs are in the spool (those it held already among them). With ``block``, only
+        what fits is stored (the rest stays where it was): check :meth:`room`."""
         stored = dropped = dropped_items = 0
         self.db.execute("BEGIN IMMEDIATE")
         try:
             for batch_id, payload in batches:
+                if self.db.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone():
+                    stored += 1  # a spill a crash interrupted: stored then, takes no more room
+                    continue
                 if self.bytes + len(payload) > self.max_bytes:
                     if not self.drop_oldest:
                         break
@@ -60,10 +68,9 @@ class Spool:
                         self.bytes -= len(oldest[1])
                         dropped += 1
                         dropped_items += _items(bytes(oldest[1]))
-                cursor = self.db.execute("INSERT OR IGNORE INTO batches (batch_id, payload, queued_at) "
-                                         "VALUES (?, ?, ?)", (batch_id, payload, time.time()))
-                if cursor.rowcount:
-                    self.bytes += len(payload)
+                self.db.execute("INSERT INTO batches (batch_id, payload, queued_at) VALUES (?, ?, ?)",
+                                (batch_id, payload, time.time()))
+                self.bytes += len(payload)
                 stored += 1
             for name, count in (("dropped", dropped), ("dropped_items", dropped_items)):
                 if count:
@@ -71,7 +78,9 @@ class Spool:
                                     "SET value = value + excluded.value", (name, count))
             self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk)
+                self.db.execute("ROLLBACK")
+            self.bytes = int(self.db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM batches").fetchone()[0])
             raise
         return stored, dropped
 

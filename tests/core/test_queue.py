@@ -20,8 +20,9 @@ CFG = RedisConfig(embedded=False, url="redis://unused", heartbeat_ttl=30, block_
 K = Keys(CFG.prefix)
 
 
-def consumer(r: redis.Redis, cid: str = "host/w1", queue: str = "in", works_ahead: bool = False) -> Consumer:
-    c = Consumer(r, CFG, queue, cid, "w1", works_ahead=works_ahead)
+def consumer(r: redis.Redis, cid: str = "host/w1", queue: str = "in", works_ahead: bool = False,
+             counted: bool = True) -> Consumer:
+    c = Consumer(r, CFG, queue, cid, "w1", works_ahead=works_ahead, counted=counted)
     c.start()
     return c
 
@@ -548,3 +549,22 @@ def test_the_reaper_blames_only_the_last_message_of_a_consumer_working_ahead(r: 
     r.delete(K.heartbeat("h/gathering-dead"))
     assert reap(r, CFG).requeued == 1
     assert r.hgetall(K.recoveries) == {message.digest(raw).encode(): b"1" for raw in raws}
+
+
+def test_a_consumer_whose_recoveries_are_not_counted_never_dead_letters_them(r: redis.Redis) -> None:
+    """A forwarder's target delivery holds a batch through a whole outage: it dies five times
+    (restarts and a reaper alike), the batch is never taken for poison and is delivered."""
+    raw = push(r, "in", [{"n": 1}])
+    for _ in range(5):
+        c = consumer(r, "h/target", counted=False)
+        d = c.take()
+        assert d is not None and d.raws == [raw] and d.recovered == 0
+    r.delete(K.heartbeat("h/target"))
+    for _ in range(5):
+        assert reap(r, CFG).requeued == 1
+        c = consumer(r, "h/target", counted=False)
+        assert c.take() is not None
+        r.delete(K.heartbeat("h/target"))
+    assert not r.hgetall(K.recoveries) and r.llen(K.dead_letters) == 0
+    c = consumer(r, "h/target")  # counted again once it says so
+    assert c.take() is not None and r.hgetall(K.recoveries) == {message.digest(raw).encode(): b"1"}

@@ -8,8 +8,10 @@ import signal
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 
+from pipeline.core.worker import consumer_id
 from tests.support.faults import Scenario
 from tests.support.forwarding import Receiver, Site, wait_received
 from tests.support.servers import wait_for
@@ -140,6 +142,88 @@ def test_36_the_spool_full(when_full: str, tmp_path: Path) -> None:
             assert figures["dropped"] > 0
             check(scenario, receiver, site.written, f"{figures['dropped_items']} lines in "
                   f"{figures['dropped']} batches dropped, as counted", lost_ok=figures["dropped_items"])
+    finally:
+        site.stop()
+        receiver.stop()
+
+
+def test_37_forwarder_killed_three_times_while_its_target_is_down(tmp_path: Path) -> None:
+    """A batch in flight waits out the outage: crashes meanwhile are not its doing, so it is
+    never taken for poison (the target's deliveries count no recoveries)."""
+    scenario = Scenario("37 forward: 3 kill -9 during an outage")
+    receiver = Receiver(tmp_path, "central").start()
+    site = Site(tmp_path, [receiver]).start()
+    client = site.redis.client()
+    inflight = site.keys.inflight(f"{consumer_id('worker_fwd')}/central")
+    try:
+        site.write(100, pace=0.02)
+        wait_received(receiver, 100)
+        with receiver.proxy.refusing():
+            site.write(100, pace=0.02)
+            for _ in range(3):
+                wait_for(lambda: client.llen(inflight) > 0, timeout=30, what="a batch in flight")
+                site.forwarder.kill(signal.SIGKILL)
+                site.forwarder.start()
+                time.sleep(3)  # the new process takes its in-flight batch back (a recovery)
+        site.write(100, pace=0.02)
+        wait_received(receiver, site.written)
+        assert client.llen(site.keys.dead_letters) == 0, client.lrange(site.keys.dead_letters, 0, -1)
+        check(scenario, receiver, site.written, "the batch in flight delivered after 3 crashes")
+    finally:
+        site.stop()
+        receiver.stop()
+
+
+def test_38_a_damaged_spool_holds_back_its_own_target_alone(tmp_path: Path) -> None:
+    scenario = Scenario("38 forward: one target's spool damaged")
+    east, west = Receiver(tmp_path, "east").start(), Receiver(tmp_path, "west").start()
+    site = Site(tmp_path, [east, west])
+    spool = site.dir / "var" / "spool" / "worker_fwd" / "west.sqlite"
+    spool.parent.mkdir(parents=True)
+    spool.write_bytes(b"not a database " * 100)
+    site.start()
+    try:
+        site.write(300, pace=0.02)
+        wait_received(east, 300)
+        wait_for(lambda: site.targets().get("west", {}).get("state") == "error", timeout=30,
+                 what="west's state saying the error")
+        assert "database" in site.targets()["west"]["error"] and len(west.seen()) == 0
+        assert site.forwarder.proc is not None and site.forwarder.proc.poll() is None, "the forwarder died"
+        spool.rename(spool.with_suffix(".damaged"))  # what an operator does: the file moved aside
+        site.write(100, pace=0.02)
+        wait_received(west, site.written)
+        wait_received(east, site.written)
+        assert site.targets()["west"]["state"] == "up"
+        check(scenario, west, site.written, "delivered once the file was moved aside")
+        check(scenario, east, site.written, "never held back")
+    finally:
+        site.stop()
+        east.stop()
+        west.stop()
+
+
+def test_39_a_spill_the_spool_has_no_room_for_goes_back_to_the_queue(tmp_path: Path) -> None:
+    """A crash left four batches in the spill list, and the spool was made smaller meanwhile:
+    what does not fit goes back to the head of the target's queue, nothing is dropped."""
+    scenario = Scenario("39 forward: spill bigger than the spool")
+    receiver = Receiver(tmp_path, "central").start()
+    site = Site(tmp_path, [receiver], "spool_max_bytes = 10k\n")
+    client = site.redis.client()
+    batches = [b'{"batch_id":"b%d-0","items":%s}' % (i, orjson.dumps(
+        [{"service": "s", "src": "f", "off": n, "logline": f"seq={n} " + "x" * 40}
+         for n in range(i * 100, i * 100 + 100)])) for i in range(4)]
+    client.rpush(site.keys.inflight(f"{consumer_id('worker_fwd')}/central/spill"), *batches)
+    site.written = 400
+    try:
+        with receiver.proxy.refusing():
+            site.start()
+            wait_for(lambda: site.targets().get("central", {}).get("spool_batches", 0) > 0, timeout=30,
+                     what="the spill stored")
+            queued = client.llen(site.keys.queue("forward.worker_fwd.central"))
+            inflight = client.llen(site.keys.inflight(f"{consumer_id('worker_fwd')}/central"))
+            assert site.targets()["central"]["spool_batches"] + queued + inflight == 4
+        wait_received(receiver, 400)
+        check(scenario, receiver, 400, "what the spool had no room for was sent from the queue")
     finally:
         site.stop()
         receiver.stop()

@@ -108,6 +108,9 @@ def test_xff_pseudonymisation_and_double_click_options() -> None:
 def test_retry_after_header() -> None:
     assert retry_after("7") == 7.0 and retry_after(None) == 0.0 and retry_after("soon") == 0.0
     assert 0 < retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))) <= 31
+    # a server asking for ages (or for infinity) gets an hour: the wait stays a wait, never an overflow
+    assert retry_after("1e20") == retry_after("inf") == retry_after("Fri, 31 Dec 9999 23:59:59 GMT") == 3600.0
+    assert retry_after("nan") == retry_after("-5") == 0.0
 
 
 def test_mixed_log_produces_exactly_the_expected_requests(write_cfg, tmp_path: Path, r: redis.Redis) -> None:  # type: ignore[no-untyped-def]
