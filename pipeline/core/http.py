@@ -92,9 +92,7 @@ class Request:
                     raise HttpError(400, "the client went away")
                 chunk, more = message.get("body", b""), message.get("more_body", False)
                 if inflate is not None:
-                    chunk = inflate.decompress(chunk, limit - size + 1)
-                    if inflate.unconsumed_tail:
-                        raise HttpError(413, f"the body decompresses to more than {limit} bytes")
+                    chunk, inflate = _gunzip(inflate, chunk, limit - size, limit)
                 size += len(chunk)
                 if size > limit:
                     raise HttpError(413, f"the body is over the limit of {limit} bytes"
@@ -112,6 +110,22 @@ class Request:
         except zlib.error as exc:
             raise HttpError(400, f"the body is not valid gzip: {exc}") from None
         return b"".join(parts)
+
+
+def _gunzip(inflate: Any, data: bytes, room: int, limit: int) -> tuple[bytes, Any]:
+    """What ``data`` decompresses to, at most ``room`` bytes (else 413), and the decompressor
+    to go on with: a gzip body may be several members one after the other (RFC 1952), each
+    read in turn, as ``gzip -d`` reads them; bytes after a member that are not one are a 400."""
+    out = []
+    while True:
+        piece = inflate.decompress(data, room + 1)
+        room -= len(piece)
+        if inflate.unconsumed_tail or room < 0:
+            raise HttpError(413, f"the body decompresses to more than {limit} bytes")
+        out.append(piece)
+        if not (inflate.eof and inflate.unused_data):
+            return b"".join(out), inflate
+        data, inflate = inflate.unused_data, zlib.decompressobj(wbits=31)
 
 
 def query_params(query: str, max_fields: int = 100) -> dict[str, list[str]]:

@@ -30,6 +30,7 @@ import asyncio
 import hashlib
 import logging
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -226,10 +227,12 @@ class Ingest:
         for position, event in enumerate(events):
             if idem:
                 origin = f"{token}\x00key\x00{idem}\x00{position}"
-            elif "id" in event:
+            elif event.get("id") is not None:
                 origin = f"{token}\x00id\x00{orjson.dumps(event['id']).decode()}"
-            else:
+            elif self.opts.time_field in event:  # its own time: the same event sent again is the same
                 origin = "\x00".join((token, "event", orjson.dumps(event, option=orjson.OPT_SORT_KEYS).decode()))
+            else:  # nothing of its own tells it from the next alike (a click, a submit): a new event
+                origin = f"{token}\x00new\x00{uuid.uuid4().hex}"
             event["event_id"] = hashlib.sha1(origin.encode("utf-8", "surrogatepass")).hexdigest()
             event.setdefault(self.opts.time_field, now)
             event["token_name"] = token
@@ -239,6 +242,11 @@ class Ingest:
         if bad:
             index = next(i for i, e in enumerate(events) if e is bad[0][0])
             raise HttpError(400, f"event {index + 1}: {bad[0][1]}")
+        cap = self.rcfg.max_payload_bytes
+        if any(len(m) > cap for m in messages):  # JSON re-encoded can be longer (1e15 is 1000000000000000.0)
+            index = next((i for i, e in enumerate(events) if len(orjson.dumps(e)) > cap - 64), 0)
+            raise HttpError(413, f"event {index + 1} takes more than max_payload_bytes ({cap}) once encoded: "
+                                 "no worker could take it")
         return messages
 
 

@@ -133,6 +133,57 @@ def test_a_zip_bomb_is_refused_on_its_decompressed_size(ingest: Ingest, r: redis
     assert queued(r) == []
 
 
+def test_a_body_of_several_gzip_members_is_read_whole(ingest: Ingest, r: redis.Redis) -> None:
+    """gzip allows members one after another (what ``cat a.gz b.gz`` makes): every member is
+    read, none silently left out; bytes after a member that are not one are a 400."""
+    two = gzip.compress(b'{"n": 1}\n{"n": 2}\n') + gzip.compress(b'{"n": 3}\n{"n": 4}\n')
+    reply = ingest.post(two, "application/x-ndjson", headers={"Content-Encoding": "gzip"})
+    assert reply.status_code == 202 and reply.json() == {"accepted": 4}
+    assert [e["n"] for e in queued(r)] == [1, 2, 3, 4]
+    garbage = ingest.post(gzip.compress(b'{"n": 5}\n') + b"trailing garbage", "application/x-ndjson",
+                          headers={"Content-Encoding": "gzip"})
+    assert garbage.status_code == 400 and "gzip" in garbage.json()["error"]
+    member = gzip.compress(b'{"a": "' + b"0" * (300 * 1024) + b'"}\n')  # 4 of them: over max_body_bytes
+    bomb = ingest.post(member * 4, "application/x-ndjson", headers={"Content-Encoding": "gzip"})
+    assert bomb.status_code == 413 and "decompress" in bomb.json()["error"]
+    assert len(queued(r)) == 4
+
+
+def test_an_event_too_big_for_any_worker_once_encoded_is_refused(tmp_path: Path, redis_server,  # type: ignore[no-untyped-def]
+                                                                  r: redis.Redis) -> None:
+    """Numbers can grow when encoded again (``1e15`` is ``1000000000000000.0``): an event that
+    would make a message over ``max_payload_bytes`` is a 413, not a 202 and then a dead letter."""
+    server = Ingest(tmp_path, redis_server.url, "max_body_bytes = 1m\n")
+    server.cfg.write_text(server.cfg.read_text().replace("heartbeat_ttl = 3\n", "heartbeat_ttl = 3\n"
+                                                         "max_payload_bytes = 1088k\nmessage_bytes = 256k\n"))
+    server.start()
+    try:
+        body = b'[{"n": 1}, {"a": [' + b",".join([b"1e15"] * 190_000) + b"]}]"
+        assert len(body) < 1024 * 1024
+        reply = server.post(body)
+        assert reply.status_code == 413 and reply.json()["error"].startswith("event 2 takes more than max_payload")
+        assert queued(r) == [] and server.post(b'{"n": 1}').status_code == 202
+    finally:
+        server.stop()
+
+
+def test_events_alike_are_kept_apart_unless_something_of_their_own_says_they_are_one(
+        ingest: Ingest, r: redis.Redis) -> None:
+    """The event id is the document id: two clicks alike (no time, no id, no key) are two
+    events, in one request or in two; an event with its own time, or its own id, sent again is
+    the same event."""
+    assert ingest.post(b'[{"action": "click"}, {"action": "click"}]').status_code == 202
+    for _ in range(2):
+        assert ingest.post(b'{"worker_id": "w-17", "event": "submit"}', path="/logger/insert").status_code == 200
+        assert ingest.post(b'{"id": null, "event": "view"}').status_code == 202
+    for _ in range(2):
+        assert ingest.post(b'{"event": "view", "@timestamp": "2026-01-01T00:00:00Z"}').status_code == 202
+        assert ingest.post(b'{"event": "view", "id": "v-1"}').status_code == 202
+    ids = [e["event_id"] for e in queued(r)]
+    assert len(ids) == 10 and len(set(ids[:6])) == 6
+    assert ids[6] == ids[8] and ids[7] == ids[9] and len(set(ids)) == 8
+
+
 def test_a_retried_request_is_answered_as_the_first_and_stored_once(ingest: Ingest, r: redis.Redis) -> None:
     body = b'[{"a": 1}, {"a": 2}]'
     first = ingest.post(body, headers={"Idempotency-Key": "batch-7"})
