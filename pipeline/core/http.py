@@ -5,28 +5,23 @@ path (single-event POSTs pushed to Redis, 64 connections): 26.5k requests/s agai
 20.1k (see docs/benchmarks.md); this module gives its raw ASGI interface what the workers
 need and nothing more: tokens, bounded and timed request bodies (gzip included, the limit on
 the decompressed bytes), query strings, JSON answers, answers streamed as they are made (for
-exports larger than memory), a server bound with SO_REUSEPORT so that ``numprocs`` processes
-share one port, and stop requests that only set the worker's flag.
+exports larger than memory). The server itself is :mod:`pipeline.core.httpserver`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
-import os
-import socket
 import urllib.parse
 import zlib
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from pipeline.core.lifecycle import Flags, install_signal_handlers, turned
 from pipeline.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -253,63 +248,3 @@ class Tokens:
             if hmac.compare_digest(token, candidate):
                 match = name
         return match
-
-
-def bound_socket(listen: str, reuse_port: bool) -> socket.socket:
-    """A listening socket on ``host:port``; with ``reuse_port`` several processes share it."""
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, int(port)))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    listen: str
-    tls_cert: str = ""
-    tls_key: str = ""
-    max_connections: int = 1000
-    keep_alive_s: float = 5.0
-    graceful_s: float = 10.0
-
-
-def serve(app: Callable[[Scope, Receive, Send], Awaitable[None]], settings: ServerSettings,
-          flags: Flags, reuse_port: bool) -> int:
-    """Run ``app`` until a stop is requested; in-flight requests are finished first."""
-    import uvicorn  # here: every worker imports this module, only the HTTP ones serve (~3 MiB)
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, with stop requests arriving through the worker's flags."""
-
-        def __init__(self, config: uvicorn.Config, flags: Flags) -> None:
-            super().__init__(config)
-            self.flags = flags
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Generator[None, None, None]:
-            install_signal_handlers(self.flags)  # they only set the flag
-            yield
-
-        async def on_tick(self, counter: int) -> bool:
-            turned()
-            if self.flags.stop:
-                self.should_exit = True
-            return await super().on_tick(counter)
-
-    config = uvicorn.Config(
-        app, http="httptools", loop="uvloop", lifespan="on", access_log=False, log_config=None,
-        limit_concurrency=settings.max_connections, timeout_keep_alive=int(settings.keep_alive_s),
-        timeout_graceful_shutdown=int(settings.graceful_s), server_header=False, date_header=True,
-        ssl_certfile=settings.tls_cert or None, ssl_keyfile=settings.tls_key or None,
-        proxy_headers=False)
-    sock = bound_socket(settings.listen, reuse_port)
-    log.info("listening on %s%s (pid %d)", settings.listen, " (TLS)" if settings.tls_cert else "", os.getpid())
-    Server(config, flags).run(sockets=[sock])
-    return 0

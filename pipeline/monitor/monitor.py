@@ -35,14 +35,13 @@ from pipeline.core.http import (
     Request,
     Scope,
     Send,
-    ServerSettings,
     Tokens,
     answer,
     answer_error,
     answer_json,
     lifespan,
-    serve,
 )
+from pipeline.core.httpserver import ServerSettings, serve
 from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags, sleep_unless
 from pipeline.core.logsetup import safe

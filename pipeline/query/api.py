@@ -20,7 +20,8 @@ from typing import Any
 from pipeline.config import Config, ProgramConfig
 from pipeline.config import datatypes as dt
 from pipeline.config.options import key as option
-from pipeline.core.http import ServerSettings, Tokens, serve
+from pipeline.core.http import Tokens
+from pipeline.core.httpserver import ServerSettings, serve
 from pipeline.core.lifecycle import Flags
 from pipeline.query.reports import ACCESS_TYPES, DATA_TYPES, CounterSettings
 from pipeline.query.source import esindexer_options

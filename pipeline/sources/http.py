@@ -50,14 +50,13 @@ from pipeline.core.http import (
     Request,
     Scope,
     Send,
-    ServerSettings,
     Tokens,
     answer,
     answer_error,
     answer_json,
     lifespan,
-    serve,
 )
+from pipeline.core.httpserver import ServerSettings, serve
 from pipeline.core.httpstats import CONTENT_TYPE, RequestStats
 from pipeline.core.keys import Keys
 from pipeline.core.lifecycle import Flags
@@ -316,7 +315,7 @@ def run(cfg: Config, program: ProgramConfig[HttpOptions], flags: Flags) -> int:
     opts = program.options
     app = Ingest(program.name, opts, cfg.redis_for(program))
     settings = ServerSettings(opts.listen, opts.tls_cert, opts.tls_key, opts.max_connections,
-                              graceful_s=max(1.0, program.stopwaitsecs - 5.0))
+                              graceful_s=max(1.0, program.stopwaitsecs - 5.0), header_timeout_s=opts.request_timeout)
     return serve(app, settings, flags, reuse_port=program.numprocs > 1)
 
 

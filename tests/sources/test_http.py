@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import http.client
 import signal
 import socket
 import textwrap
@@ -224,6 +225,59 @@ def test_a_slow_client_is_timed_out(ingest: Ingest) -> None:
         started = time.monotonic()
         head = sock.recv(200)
         assert head.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5
+
+
+def answer_of(sock: socket.socket) -> bytes:
+    """What the server sends before it closes the connection (b"" when it closes without a word)."""
+    sock.settimeout(10)
+    got = b""
+    while chunk := sock.recv(65536):
+        got += chunk
+    return got
+
+
+def test_idle_connections_are_closed_before_they_can_take_every_slot(tmp_path: Path, redis_server) -> None:  # type: ignore[no-untyped-def]
+    """Connections that send nothing, or a request line and then nothing, are answered 408 and
+    closed once ``request_timeout`` is over, before any token is asked for: they cannot hold
+    the ``max_connections`` slots against everyone else."""
+    server = Ingest(tmp_path, redis_server.url, "max_connections = 10\nrequest_timeout = 1.5\n").start()
+    socks = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(10)]
+    try:
+        for n, sock in enumerate(socks):
+            if n % 2:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        answers = [answer_of(sock) for sock in socks]
+        assert all(a.startswith(b"HTTP/1.1 408") for a in answers), answers
+        assert time.monotonic() - started < 5
+        assert server.post(b'{"n": 1}').status_code == 202
+        kept = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)  # kept alive, then idle mid-request
+        kept.request("GET", "/healthz", headers=AUTH)
+        first = kept.getresponse()
+        assert first.status == 200 and first.read()
+        assert kept.sock is not None
+        kept.sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        assert answer_of(kept.sock).startswith(b"HTTP/1.1 408")
+        kept.close()
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop()
+
+
+def test_an_endless_url_or_header_is_refused_before_it_costs_memory(ingest: Ingest) -> None:
+    cases = [(b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n", b"414"),
+             (b"GET / HTTP/1.1\r\nX-A: " + b"a" * 100_000 + b"\r\n", b"431"),
+             (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % n for n in range(200)), b"431")]
+    for head, status in cases:
+        with socket.create_connection(("127.0.0.1", ingest.port)) as sock:
+            try:
+                sock.sendall(head + b"X-More: " + b"b" * 1_000_000)  # and it would go on
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused already
+            got = answer_of(sock)
+            assert got.startswith(b"HTTP/1.1 " + status), got[:200]
+    assert ingest.answers()
 
 
 def test_redis_down_means_503_and_healthz_says_so(tmp_path: Path) -> None:
