@@ -21,9 +21,9 @@ demo: install
 	@echo "Output: var/out/downloads.ndjson and var/out/other.log. Ctrl-C stops everything."
 	$(VENV)/bin/loglines -c loglines.cfg up --foreground
 
-## make test: install what the tests need (Prometheus and Chromium from Debian when missing)
+## make test: install what the tests need (Prometheus, Chromium and valgrind from Debian when missing)
 ## and run the whole suite
-TEST_PACKAGES := prometheus chromium
+TEST_PACKAGES := prometheus chromium valgrind
 test: install
 	@dpkg -s $(TEST_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(TEST_PACKAGES); }
