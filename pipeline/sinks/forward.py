@@ -336,11 +336,51 @@ def target_queue(section: str, target: str) -> str:
     return f"forward.{section}.{target}"
 
 
+def spool_dir(cfg: Config, program: ProgramConfig[ForwardOptions]) -> Path:
+    return Path(program.options.spool_dir) if program.options.spool_dir else cfg.var_dir / "spool" / program.name
+
+
+def target_names(opts: ForwardOptions) -> list[str]:
+    return [spec.partition("=")[0].strip() if "=" in spec else target_name(spec) for spec in opts.targets]
+
+
+def stranded(cfg: Config, program: ProgramConfig[ForwardOptions], client: redis.Redis | None) -> dict[str, Any]:
+    """Targets no longer in ``targets`` that still hold batches: name -> queue length (None
+    when not asked, without Redis) and spool file. A target renamed (or, unnamed, given another
+    port) is one of these: its backlog waits until a target of that name is back."""
+    known, keys = set(target_names(program.options)), Keys(cfg.redis_for(program).prefix)
+    out: dict[str, Any] = {}
+    for path in sorted(spool_dir(cfg, program).glob("*.sqlite")):
+        if path.stem not in known:
+            out[path.stem] = {"queue": None, "spool": str(path)}
+    if client is not None:
+        head = keys.queue(target_queue(program.name, ""))
+        for raw in client.scan_iter(match=head + "*", count=1000):  # a section's name has no glob character
+            name = (raw.decode() if isinstance(raw, bytes) else str(raw))[len(head):]
+            length = int(client.llen(keys.queue(target_queue(program.name, name))))
+            if name not in known and length:
+                out.setdefault(name, {"spool": ""})["queue"] = length
+    return out
+
+
+def check(cfg: Config, program: ProgramConfig[ForwardOptions]) -> list[str]:
+    return [f"[{program.name}] target {name!r} is not in targets any more, but its spool {found['spool']} "
+            "holds batches: add it back under that name to deliver them" for name, found in
+            stranded(cfg, program, None).items()]
+
+
 def run(cfg: Config, program: ProgramConfig[ForwardOptions], flags: Flags) -> int:
     opts = program.options
     rcfg = cfg.redis_for(program)
-    spool_dir = Path(opts.spool_dir) if opts.spool_dir else cfg.var_dir / "spool" / program.name
-    deliveries = [TargetDelivery(program.name, t, opts, rcfg, spool_dir, flags) for t in parse_targets(opts)]
+    deliveries = [TargetDelivery(program.name, t, opts, rcfg, spool_dir(cfg, program), flags)
+                  for t in parse_targets(opts)]
+    try:
+        for name, found in stranded(cfg, program, deliveries[0].client).items():
+            log.error("%s: target %s is not in targets any more but holds batches (queue: %s, spool: %s): "
+                      "they wait until a target of that name is back", program.name, safe(name),
+                      found["queue"] or 0, found["spool"] or "none")
+    except REDIS_ERRORS:
+        pass  # said on a later start; the deliveries wait for Redis anyway
     for delivery in deliveries:
         delivery.thread.start()
 
@@ -374,11 +414,16 @@ def run(cfg: Config, program: ProgramConfig[ForwardOptions], flags: Flags) -> in
 def status(cfg: Config, program: ProgramConfig[ForwardOptions], client: redis.Redis) -> dict[str, Any]:
     """Per target: state, queue length, spool size and the age of its oldest batch."""
     keys = Keys(cfg.redis_for(program).prefix)
+    known = set(target_names(program.options))
     out: dict[str, Any] = {}
     for name, raw in client.hgetall(keys.forward(program.name)).items():
+        if name.decode() not in known:
+            continue  # a target gone from the config: below, when it still holds batches
         figures = orjson.loads(raw)
         figures["queue"] = int(client.llen(keys.queue(target_queue(program.name, name.decode()))))
         out[name.decode()] = figures
+    for name, found in stranded(cfg, program, client).items():
+        out[name] = {"state": "not in targets", "queue": found["queue"] or 0, "spool": found["spool"]}
     return {"targets": out}
 
 
@@ -403,4 +448,4 @@ def prepare(values: dict[str, Any], section: Section) -> dict[str, Any]:
 
 COMPONENT = Component(
     "forward", "ships batches to other loglines nodes over HTTP ingest, exactly once", ForwardOptions, run,
-    single_process=True, reads=("listento",), prepare=prepare, blocking=("timeout",), status=status)
+    single_process=True, reads=("listento",), prepare=prepare, blocking=("timeout",), status=status, check=check)

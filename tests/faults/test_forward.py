@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -227,3 +229,48 @@ def test_39_a_spill_the_spool_has_no_room_for_goes_back_to_the_queue(tmp_path: P
     finally:
         site.stop()
         receiver.stop()
+
+
+def cli(site: Site, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "pipeline", "-c", str(site.cfg), *args], capture_output=True,
+                          text=True, cwd=site.cfg.parent, timeout=60)
+    return done.stdout + done.stderr
+
+
+def test_40_a_target_taken_out_of_the_config_keeps_its_backlog_and_says_so(tmp_path: Path) -> None:
+    """West is down with a backlog when it is taken out of ``targets``: its batches stay (queue
+    and spool), the log, ``status`` and ``check`` name them, and once west is back in the
+    config they are all delivered, once."""
+    scenario = Scenario("40 forward: a target removed, then back")
+    east, west = Receiver(tmp_path, "east").start(), Receiver(tmp_path, "west").start()
+    site = Site(tmp_path, [east, west], "queue_max_items = 3\n").start()
+    configured = site.cfg.read_text()
+    try:
+        site.write(100, pace=0.02)
+        wait_received(west, 100)
+        with west.proxy.refusing():
+            site.write(400, pace=0.02)
+            wait_received(east, 500)
+            wait_for(lambda: site.targets()["west"].get("spool_batches", 0) > 0, timeout=60, what="west spooling")
+            site.forwarder.stop()
+            site.cfg.write_text(configured.replace(f", west={west.url}", ""))
+            site.forwarder.start()
+            site.write(100, pace=0.02)
+            wait_received(east, 600)
+            wait_for(lambda: "west is not in targets any more" in site.forwarder.logfile.read_text(),
+                     timeout=30, what="the log naming west")
+            found = str(orjson.loads(cli(site, "status", "--json")))
+            assert "'west': {'state': 'not in targets'" in found, found[:2000]
+            assert "target 'west' is not in targets any more" in cli(site, "check")
+            site.forwarder.stop()
+            site.cfg.write_text(configured)
+            site.forwarder.start()
+        wait_received(west, 500)
+        check(scenario, east, site.written, "never held back")
+        assert len(west.seen()) == 500  # the lines written while it was out of the config are not its
+        result = scenario.record("fwd:west", west.seen(), 500, "the backlog delivered once it was back")
+        assert result["lost"] == result["duplicated"] == result["unexpected"] == 0, result
+    finally:
+        site.stop()
+        east.stop()
+        west.stop()
