@@ -8,6 +8,7 @@ drops its oldest batches (``drop_oldest``), counting them.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,17 @@ class Spool:
 
     def close(self) -> None:
         self.db.close()
+
+
+def spooled(path: Path) -> int | None:
+    """How many batches the spool file at ``path`` holds, read-only; None when it cannot be read."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            return int(db.execute("SELECT COUNT(*) FROM batches").fetchone()[0])
+    except sqlite3.Error:
+        return None
 
 
 def _items(payload: bytes) -> int:
